@@ -1,0 +1,1 @@
+"""The Fibonacci service: API, rate limits and request log."""

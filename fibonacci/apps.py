@@ -1,0 +1,10 @@
+"""Application configuration for the Fibonacci service."""
+
+from django.apps import AppConfig
+
+
+class FibonacciConfig(AppConfig):
+    """The `fibonacci` app."""
+
+    name = "fibonacci"
+    verbose_name = "Fibonacci service"

@@ -1,0 +1,50 @@
+"""Strong ETags and caching headers for answers that never change for a URL."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseBase
+from django.utils.cache import get_conditional_response
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .errors import problem_response
+from .services import SequenceSlice, Term
+
+# Bump when the bytes of any representation change, so old ETags stop matching.
+REPRESENTATION_VERSION = "1"
+
+# The browsable API page embeds per-user details: it is neither tagged nor shared.
+_CACHEABLE_FORMATS = frozenset({"json", "text"})
+
+
+def immutable_response(request: Request, payload: SequenceSlice | Term) -> HttpResponseBase:
+    """200 with ETag and Cache-Control, or 304 when the client already holds it."""
+    renderer_format = request.accepted_renderer.format
+    if renderer_format not in _CACHEABLE_FORMATS:
+        return Response(payload)
+    # The ETag is derived from what determines the bytes; hashing a 10 MB body
+    # per request would cost more than producing it.
+    etag = f'"v{REPRESENTATION_VERSION}.{renderer_format}.{payload.cache_key}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": f"public, max-age={settings.FIB_CACHE_MAX_AGE}",
+    }
+    not_modified = get_conditional_response(request, etag=etag)
+    if not_modified is not None and not_modified.status_code == 412:
+        return problem_response(status=412, detail="If-Match does not match this resource.")
+    if not_modified is not None:
+        for name, value in headers.items():
+            not_modified[name] = value
+        return not_modified
+    # Rendered here rather than through DRF's template response: the renderer
+    # only wraps prepared bytes, and the response object is the costly part.
+    renderer = request.accepted_renderer
+    content_type = renderer.media_type
+    if renderer.charset:
+        content_type = f"{content_type}; charset={renderer.charset}"
+    return HttpResponse(
+        renderer.render(payload, request.accepted_media_type),
+        content_type=content_type,
+        headers=headers,
+    )

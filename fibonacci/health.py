@@ -1,0 +1,59 @@
+"""Liveness and readiness probes for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_safe
+
+from .errors import problem_response
+
+logger = logging.getLogger(__name__)
+
+_OK = b'{"status":"ok"}'
+
+
+@require_safe
+def healthz(request: HttpRequest) -> HttpResponse:
+    """200 while the process can answer; touches no database or cache."""
+    return HttpResponse(_OK, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _database_fault() -> str | None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        logger.warning("readiness: database unavailable: %s", exc)
+        return "database unavailable"
+    return None
+
+
+def _cache_fault() -> str | None:
+    probe_key = f"readyz:{uuid.uuid4().hex}"
+    try:
+        cache.set(probe_key, 1, timeout=5)
+        answered = cache.get(probe_key) == 1
+        cache.delete(probe_key)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        logger.warning("readiness: cache unavailable: %s", exc)
+        return "cache unavailable"
+    return None if answered else "cache did not return what was stored"
+
+
+@require_safe
+def readyz(request: HttpRequest) -> HttpResponse:
+    """200 when the database and the cache answer; 503 problem details naming what failed."""
+    faults = [fault for fault in (_database_fault(), _cache_fault()) if fault]
+    if faults:
+        return problem_response(
+            status=503,
+            detail="Not ready: " + "; ".join(faults) + ".",
+            headers={"Retry-After": "5"},
+        )
+    return HttpResponse(_OK, content_type="application/json", headers={"Cache-Control": "no-store"})

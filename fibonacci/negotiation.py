@@ -1,0 +1,50 @@
+"""Content negotiation that remembers its answers.
+
+DRF parses the Accept header and every renderer's media type on each request;
+for a public API most requests send one of a handful of Accept headers, so the
+choice is memoized per (renderer classes, format, Accept) in a bounded table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+
+# Accept headers are client-controlled: past this many distinct keys we stop
+# remembering new ones rather than grow without bound.
+MAX_REMEMBERED = 512
+
+_Key = tuple[tuple[type[BaseRenderer], ...], str | None, str]
+
+
+class MemoizedContentNegotiation(DefaultContentNegotiation):
+    """DRF's default negotiation, memoized; failures (406, 404) are never cached."""
+
+    _choices: dict[_Key, tuple[int, str]] = {}
+
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> tuple[BaseRenderer, str]:
+        renderers = list(renderers)
+        requested_format = format_suffix or request.query_params.get(
+            self.settings.URL_FORMAT_OVERRIDE
+        )
+        key = (
+            tuple(type(renderer) for renderer in renderers),
+            requested_format,
+            request.META.get("HTTP_ACCEPT", "*/*"),
+        )
+        choice = self._choices.get(key)
+        if choice is None:
+            renderer, media_type = super().select_renderer(request, renderers, format_suffix)
+            choice = (renderers.index(renderer), media_type)
+            if len(self._choices) < MAX_REMEMBERED:
+                self._choices[key] = choice
+        index, media_type = choice
+        return renderers[index], media_type

@@ -1,0 +1,176 @@
+"""What comes in (n, offset, index, numbers) and its bounds; what goes out, for the schema.
+
+Numbers are accepted as ASCII decimal digits only, and their length is
+checked before `int()` so that a huge digit string costs nothing to reject.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .services import NumberStyle
+
+_REPEATED = object()  # marks a query parameter given more than once
+
+
+class SingleValueMixin:
+    """Reads a query parameter as given: once, and blank is a value, not an absence.
+
+    DRF's form handling would take the last of repeated values and treat a blank
+    optional value as missing; an API should say that both are mistakes.
+    """
+
+    def get_value(self, dictionary: Any) -> Any:
+        getlist = getattr(dictionary, "getlist", None)
+        if getlist is None:
+            return super().get_value(dictionary)  # type: ignore[misc]
+        values = getlist(self.field_name)  # type: ignore[attr-defined]
+        if len(values) > 1:
+            return _REPEATED
+        return values[0] if values else serializers.empty
+
+
+@extend_schema_field({"type": "integer", "minimum": 0})
+class DecimalIntegerField(SingleValueMixin, serializers.Field):
+    """A non-negative integer written in ASCII digits; the bound comes from a setting."""
+
+    default_error_messages = {
+        "range": "{name} must be an integer from 0 to {maximum}.",
+        "required": "{name} is required: an integer from 0 to {maximum}.",
+        "repeated": "{name} must be given once.",
+    }
+
+    def __init__(self, *, maximum_setting: str, **kwargs: Any) -> None:
+        self.maximum_setting = maximum_setting
+        super().__init__(**kwargs)
+
+    @property
+    def maximum(self) -> int:
+        """The largest accepted value, read per request so tests can lower it."""
+        return int(getattr(settings, self.maximum_setting))
+
+    def fail_range(self) -> None:
+        """Reject with the message that says what is allowed."""
+        self.fail("range", name=self.field_name, maximum=self.maximum)
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if data is serializers.empty and self.required:
+            self.fail("required", name=self.field_name, maximum=self.maximum)
+        return super().run_validation(data)
+
+    def to_internal_value(self, data: Any) -> int:
+        if data is _REPEATED:
+            self.fail("repeated", name=self.field_name)
+        if not isinstance(data, str) or not data.isascii() or not data.isdigit():
+            self.fail_range()
+        significant = data.lstrip("0") or "0"
+        maximum = self.maximum
+        if len(significant) > len(str(maximum)) or int(significant) > maximum:
+            self.fail_range()
+        return int(significant)
+
+    def to_representation(self, value: int) -> int:
+        return value
+
+
+class NumberStyleField(SingleValueMixin, serializers.ChoiceField):
+    """`numbers=number` (default) or `numbers=string`."""
+
+    default_error_messages = {
+        "invalid_choice": "numbers must be one of: number, string.",
+        "repeated": "numbers must be given once.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=[style.value for style in NumberStyle], **kwargs)
+
+    def to_internal_value(self, data: Any) -> NumberStyle:
+        if data is _REPEATED:
+            self.fail("repeated")
+        return NumberStyle(super().to_internal_value(data))
+
+
+class QuerySerializer(serializers.Serializer):
+    """A serializer for query parameters, cheap to instantiate once per request.
+
+    DRF deep-copies every declared field for each serializer instance; these
+    fields keep no per-request state, so a shallow copy (bound to this
+    instance) is enough and several times faster.
+    """
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+
+
+class SequenceQuerySerializer(QuerySerializer):
+    """`n` terms starting at F(`offset`); offset + n may not pass FIB_MAX_N."""
+
+    n = DecimalIntegerField(maximum_setting="FIB_MAX_N", help_text="How many terms; offset + n may be at most FIB_MAX_N (default 10000).")
+    offset = DecimalIntegerField(
+        maximum_setting="FIB_MAX_N", required=False, default=0, help_text="Index of the first term (default 0)."
+    )
+    numbers = NumberStyleField(
+        required=False,
+        default=NumberStyle.NUMBER,
+        help_text="`string` writes every number as a decimal string (exact in JavaScript).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        maximum = settings.FIB_MAX_N
+        if attrs["offset"] + attrs["n"] > maximum:
+            allowed = maximum - attrs["offset"]
+            raise serializers.ValidationError(
+                {
+                    "n": [
+                        f"n must be an integer from 0 to {allowed} when offset is "
+                        f"{attrs['offset']} (offset + n may be at most {maximum})."
+                    ]
+                }
+            )
+        return attrs
+
+
+class TermQuerySerializer(QuerySerializer):
+    """One term, F(`index`), up to FIB_MAX_INDEX."""
+
+    index = DecimalIntegerField(maximum_setting="FIB_MAX_INDEX")
+    numbers = NumberStyleField(required=False, default=NumberStyle.NUMBER)
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+$"}]}
+)
+class FibonacciNumberField(serializers.Field):
+    """Schema only: an exact integer, or its decimal string with `numbers=string`."""
+
+
+class SequenceResponseSerializer(serializers.Serializer):
+    """Schema only: the body of a sequence window."""
+
+    n = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    sequence = serializers.ListField(child=FibonacciNumberField())
+
+
+class TermResponseSerializer(serializers.Serializer):
+    """Schema only: the body of a single term."""
+
+    index = serializers.IntegerField()
+    value = FibonacciNumberField()
+
+
+class ProblemSerializer(serializers.Serializer):
+    """Schema only: RFC 9457 problem details."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )

@@ -1,0 +1,1 @@
+"""Django project wiring for the Fibonacci service."""

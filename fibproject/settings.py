@@ -1,0 +1,212 @@
+"""Settings for the Fibonacci service, read from the environment.
+
+Every variable has a default that makes `make run` work on a laptop with
+nothing installed; production-only requirements fail loudly at start-up.
+The README has the table of every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_bool(name: str, *, default: bool) -> bool:
+    raw = _env_str(name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def _env_int(name: str, *, default: int, minimum: int = 0) -> int:
+    raw = _env_str(name)
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
+        raise ImproperlyConfigured(f"{name} must be an integer >= {minimum}, not {raw!r}")
+    return int(raw)
+
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in _env_str(name, default).split(",") if item.strip()]
+
+
+# --- Core -------------------------------------------------------------------
+
+DEBUG = _env_bool("DJANGO_DEBUG", default=False)
+
+SECRET_KEY = _env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set DJANGO_SECRET_KEY (a long random string) or DJANGO_DEBUG=true for development."
+        )
+    SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
+
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+if not ALLOWED_HOSTS and not DEBUG:
+    raise ImproperlyConfigured(
+        "Set DJANGO_ALLOWED_HOSTS to the comma-separated host names the service answers."
+    )
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "fibonacci",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "fibproject.middleware.LazyMessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "fibproject.urls"
+WSGI_APPLICATION = "fibproject.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+# SQLite in the project directory by default; PostgreSQL in production, e.g.
+# DATABASE_URL=postgres://user@db-host:5432/fibonacci
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        _env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=_env_int("DJANGO_CONN_MAX_AGE", default=60),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache ------------------------------------------------------------------
+# A local-memory cache serves one process only; several workers or machines
+# need REDIS_URL so that they share one cache (and, later, one rate limit).
+
+REDIS_URL = _env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": _env_str("FIB_CACHE_KEY_PREFIX", "fib"),
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Security ---------------------------------------------------------------
+# TLS ends at the proxy (see deploy/nginx.conf); it redirects to HTTPS and sets
+# HSTS, so Django does neither unless told to.
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SESSION_COOKIE_SECURE = _env_bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+SILENCED_SYSTEM_CHECKS = [
+    # Decided: HTTPS redirect and HSTS belong to the TLS-terminating proxy.
+    "security.W004",
+    "security.W008",
+]
+
+# --- Internationalization and static files ----------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(_env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+
+# --- Logging ----------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _env_str("DJANGO_LOG_LEVEL", "INFO")},
+}
+
+# --- REST framework and OpenAPI ---------------------------------------------
+# The public API has no authentication, sessions or throttling of DRF's own:
+# every request is anonymous, and limits are applied by fibonacci.ratelimit.
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_THROTTLE_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "fibonacci.negotiation.MemoizedContentNegotiation",
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "fibonacci.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Fibonacci API",
+    "DESCRIPTION": "The first n Fibonacci numbers, a window of the sequence, or one term.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- The service ------------------------------------------------------------
+
+# A window may reach F(FIB_MAX_N - 1): offset + n <= FIB_MAX_N. The prepared
+# sequence holds FIB_MAX_N terms, about 3 x 10.4 MB at the default.
+FIB_MAX_N = _env_int("FIB_MAX_N", default=10_000)
+# The single-term endpoint computes up to F(FIB_MAX_INDEX) on demand.
+FIB_MAX_INDEX = _env_int("FIB_MAX_INDEX", default=100_000)
+# Successful answers never change for a URL; clients may cache them this long.
+FIB_CACHE_MAX_AGE = _env_int("FIB_CACHE_MAX_AGE", default=86_400)

@@ -1,0 +1,73 @@
+"""Shared fixtures: an independent Fibonacci reference and access to real services.
+
+Outside CI a test whose service is missing is skipped with the reason; in CI
+(CI=true) it fails, so a broken machine can never pass for a green run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"
+)
+
+
+def reference_fibonacci(count: int) -> list[int]:
+    """F(0) .. F(count - 1) by plain addition: the independent computation tests compare to."""
+    numbers, current, following = [], 0, 1
+    for _ in range(count):
+        numbers.append(current)
+        current, following = following, current + following
+    return numbers
+
+
+def require_service(name: str, url: str) -> None:
+    """Skip (or, in CI, fail) unless something accepts connections at url's host and port."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable at {parts.hostname}:{parts.port} ({exc})"
+        if IN_CI:
+            pytest.fail(f"{message}; CI requires it")
+        pytest.skip(message)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop early, with the reason, when the configured PostgreSQL is not there."""
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith("postgres"):
+        return
+    parts = urlsplit(database_url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 5432), timeout=1).close()
+    except OSError as exc:
+        message = f"PostgreSQL is not reachable at {parts.hostname}:{parts.port} ({exc})"
+        if IN_CI:
+            pytest.exit(f"{message}; CI requires it", returncode=1)
+        pytest.exit(f"{message}; skipping the PostgreSQL pass", returncode=0)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The URL of the real Redis the tests may use (its own database number)."""
+    require_service("Redis", TEST_REDIS_URL)
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A redis:// URL on a loopback port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"

@@ -1,0 +1,8 @@
+"""Test settings: the project's settings with the variables a laptop lacks."""
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+
+from fibproject.settings import *  # noqa: E402,F403
