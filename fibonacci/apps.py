@@ -8,3 +8,7 @@ class FibonacciConfig(AppConfig):
 
     name = "fibonacci"
     verbose_name = "Fibonacci service"
+
+    def ready(self) -> None:
+        """Register the service's system checks."""
+        from . import checks  # noqa: F401

@@ -7,10 +7,12 @@ import uuid
 
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
+from . import requestlog
 from .errors import problem_response
+from .ratelimit import limiter_state
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +52,15 @@ def _cache_fault() -> str | None:
 def readyz(request: HttpRequest) -> HttpResponse:
     """200 when the database and the cache answer; 503 problem details naming what failed."""
     faults = [fault for fault in (_database_fault(), _cache_fault()) if fault]
+    limiter = limiter_state()
+    if faults and limiter not in {"ok", "off"}:
+        faults.append(f"rate limiter {limiter}")
     if faults:
         return problem_response(
             status=503,
             detail="Not ready: " + "; ".join(faults) + ".",
             headers={"Retry-After": "5"},
         )
-    return HttpResponse(_OK, content_type="application/json", headers={"Cache-Control": "no-store"})
+    # Records waiting for the database, and dropped: visible before they are lost.
+    body = {"status": "ok", "request_log": requestlog.stats()}
+    return JsonResponse(body, headers={"Cache-Control": "no-store"})

@@ -110,9 +110,15 @@ class QuerySerializer(serializers.Serializer):
 class SequenceQuerySerializer(QuerySerializer):
     """`n` terms starting at F(`offset`); offset + n may not pass FIB_MAX_N."""
 
-    n = DecimalIntegerField(maximum_setting="FIB_MAX_N", help_text="How many terms; offset + n may be at most FIB_MAX_N (default 10000).")
+    n = DecimalIntegerField(
+        maximum_setting="FIB_MAX_N",
+        help_text="How many terms; offset + n may be at most FIB_MAX_N (default 10000).",
+    )
     offset = DecimalIntegerField(
-        maximum_setting="FIB_MAX_N", required=False, default=0, help_text="Index of the first term (default 0)."
+        maximum_setting="FIB_MAX_N",
+        required=False,
+        default=0,
+        help_text="Index of the first term (default 0).",
     )
     numbers = NumberStyleField(
         required=False,

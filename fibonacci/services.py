@@ -65,10 +65,11 @@ class SerializedSequence:
     A window of consecutive items is then one slice of the buffer.
     """
 
-    __slots__ = ("_buffer", "_starts", "_separator_bytes")
+    __slots__ = ("_buffer", "_view", "_starts", "_separator_bytes")
 
     def __init__(self, *, items: list[bytes], separator: bytes) -> None:
         self._buffer = separator.join(items)
+        self._view = memoryview(self._buffer)
         self._separator_bytes = len(separator)
         starts = array("Q", [0])
         position = 0
@@ -82,12 +83,15 @@ class SerializedSequence:
         """Size of the joined buffer."""
         return len(self._buffer)
 
-    def window(self, *, offset: int, count: int) -> bytes:
-        """Items offset .. offset + count - 1, joined by the separator."""
+    def window(self, *, offset: int, count: int) -> memoryview:
+        """Items offset .. offset + count - 1, joined by the separator: a view, not a copy.
+
+        A response then copies the window once, when it joins it to its envelope.
+        """
         if count == 0:
-            return b""
+            return self._view[0:0]
         end = self._starts[offset + count] - self._separator_bytes
-        return self._buffer[self._starts[offset] : end]
+        return self._view[self._starts[offset] : end]
 
 
 class SequenceTable:
@@ -121,7 +125,7 @@ class SequenceTable:
 
     def digits(self, index: int) -> bytes:
         """The decimal digits of F(index), for index < size."""
-        return self.text.window(offset=index, count=1)
+        return bytes(self.text.window(offset=index, count=1))
 
 
 @functools.lru_cache(maxsize=2)
@@ -139,12 +143,12 @@ class SequenceSlice:
     style: NumberStyle
     table: SequenceTable
 
-    def json_items(self) -> bytes:
+    def json_items(self) -> memoryview:
         """The comma-separated JSON array items (numbers or strings)."""
         form = self.table.strings if self.style is NumberStyle.STRING else self.table.numbers
         return form.window(offset=self.offset, count=self.count)
 
-    def text_items(self) -> bytes:
+    def text_items(self) -> memoryview:
         """The space-separated decimal numbers."""
         return self.table.text.window(offset=self.offset, count=self.count)
 

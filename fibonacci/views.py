@@ -12,6 +12,7 @@ from rest_framework.request import Request
 
 from . import services
 from .conditional import immutable_response
+from .ratelimit import ClientRateLimitMixin
 from .renderers import FibonacciJSONRenderer, FibonacciTextRenderer
 from .serializers import (
     ProblemSerializer,
@@ -22,7 +23,7 @@ from .serializers import (
 )
 
 _PROBLEMS = {
-    (status, "application/problem+json"): ProblemSerializer for status in (400, 404, 406, 429)
+    (status, "application/problem+json"): ProblemSerializer for status in (400, 404, 406, 429, 503)
 }
 _FORMAT = OpenApiParameter(
     "format", str, enum=["json", "text", "api"], description="Overrides the Accept header."
@@ -45,10 +46,11 @@ _FORMAT = OpenApiParameter(
         responses={200: TermResponseSerializer, **_PROBLEMS},
     ),
 )
-class FibonacciViewSet(viewsets.ViewSet):
+class FibonacciViewSet(ClientRateLimitMixin, viewsets.ViewSet):
     """The public Fibonacci API: a window of the sequence, or one term."""
 
-    # Public and anonymous: no authentication, permission or session work.
+    # Public and anonymous: no authentication, permission or session work;
+    # ClientRateLimitMixin counts each request against the client's budget.
     authentication_classes = ()
     permission_classes = ()
     renderer_classes = (FibonacciJSONRenderer, FibonacciTextRenderer, BrowsableAPIRenderer)

@@ -8,6 +8,7 @@ The README has the table of every variable.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -38,6 +39,13 @@ def _env_int(name: str, *, default: int, minimum: int = 0) -> int:
     if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
         raise ImproperlyConfigured(f"{name} must be an integer >= {minimum}, not {raw!r}")
     return int(raw)
+
+
+def _env_rate(name: str, *, default: str) -> str:
+    raw = _env_str(name, default)
+    if not re.fullmatch(r"[0-9]+/[0-9]*[smhd]", raw):
+        raise ImproperlyConfigured(f"{name} must look like 120/m or 100/5m, not {raw!r}")
+    return raw
 
 
 def _env_list(name: str, default: str = "") -> list[str]:
@@ -76,6 +84,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that it times and records every answer, 429s and 500s included.
+    "fibonacci.requestlog.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -121,20 +131,31 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # need REDIS_URL so that they share one cache (and, later, one rate limit).
 
 REDIS_URL = _env_str("REDIS_URL")
+_REDIS_OPTIONS = {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5}
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": _env_str("FIB_CACHE_KEY_PREFIX", "fib"),
-            "OPTIONS": {
-                "SOCKET_CONNECT_TIMEOUT": 0.5,
-                "SOCKET_TIMEOUT": 0.5,
-            },
-        }
+            "OPTIONS": _REDIS_OPTIONS,
+        },
+        # Rate-limit counters: the same Redis, one round trip per request.
+        "ratelimit": {
+            "BACKEND": "fibonacci.counters.RateLimitCounterCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": _env_str("FIB_CACHE_KEY_PREFIX", "fib") + "-rl",
+            "OPTIONS": _REDIS_OPTIONS,
+        },
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ratelimit": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "ratelimit",
+        },
+    }
 
 # --- Security ---------------------------------------------------------------
 # TLS ends at the proxy (see deploy/nginx.conf); it redirects to HTTPS and sets
@@ -208,5 +229,43 @@ SPECTACULAR_SETTINGS = {
 FIB_MAX_N = _env_int("FIB_MAX_N", default=10_000)
 # The single-term endpoint computes up to F(FIB_MAX_INDEX) on demand.
 FIB_MAX_INDEX = _env_int("FIB_MAX_INDEX", default=100_000)
+# Our own proxies (addresses or CIDRs, and `unix` for a Unix socket): only
+# from these is X-Real-IP believed to name the client.
+FIB_TRUSTED_PROXIES = _env_list("FIB_TRUSTED_PROXIES")
 # Successful answers never change for a URL; clients may cache them this long.
 FIB_CACHE_MAX_AGE = _env_int("FIB_CACHE_MAX_AGE", default=86_400)
+
+# --- Rate limits ------------------------------------------------------------
+# Counted per client IP (IPv6 per /64) by django-ratelimit in the default
+# cache: shared only when REDIS_URL is set. Rates are "COUNT/PERIOD", the
+# period one of s, m, h, d, optionally with a multiplier ("100/5m").
+
+FIB_RATE_LIMIT_ENABLED = _env_bool("FIB_RATE_LIMIT_ENABLED", default=True)
+FIB_RATE_LIMIT = _env_rate("FIB_RATE_LIMIT", default="120/m")
+FIB_RATE_LIMIT_LARGE = _env_rate("FIB_RATE_LIMIT_LARGE", default="20/m")
+# A window of more than FIB_LARGE_N terms, or a term past FIB_LARGE_INDEX
+# (computed on demand rather than read from the prepared table), is large.
+FIB_LARGE_N = _env_int("FIB_LARGE_N", default=1_000)
+FIB_LARGE_INDEX = _env_int("FIB_LARGE_INDEX", default=FIB_MAX_N)
+# Counters unreachable: answer anyway (false) or refuse with 503 (true).
+FIB_RATE_LIMIT_FAIL_CLOSED = _env_bool("FIB_RATE_LIMIT_FAIL_CLOSED", default=False)
+RATELIMIT_USE_CACHE = "ratelimit"
+
+# --- Request log ------------------------------------------------------------
+# Every API request becomes a RequestLog row, written in batches by a
+# background thread per process (see fibonacci/requestlog/).
+
+# false: no middleware, no buffer, no thread (and no X-Request-ID header).
+FIB_REQUEST_LOG = _env_bool("FIB_REQUEST_LOG", default=True)
+# Records held per process while the database is slow or down; past this the
+# oldest are dropped and counted (about 0.5 KB each).
+FIB_LOG_BUFFER_SIZE = _env_int("FIB_LOG_BUFFER_SIZE", default=10_000, minimum=1)
+# The writer inserts whenever this many records wait, and at least this often.
+FIB_LOG_BATCH_SIZE = _env_int("FIB_LOG_BATCH_SIZE", default=500, minimum=1)
+FIB_LOG_FLUSH_MS = _env_int("FIB_LOG_FLUSH_MS", default=1_000, minimum=10)
+# Tests turn the thread off and flush by hand, inside their own transaction.
+FIB_LOG_BACKGROUND_WRITER = True
+# `manage.py prune_request_logs` deletes records older than this.
+FIB_LOG_RETENTION_DAYS = _env_int("FIB_LOG_RETENTION_DAYS", default=30, minimum=1)
+# IP addresses are personal data: true stores IPv4 as its /24 and IPv6 as its /48.
+FIB_LOG_IP_ANONYMIZE = _env_bool("FIB_LOG_IP_ANONYMIZE", default=False)

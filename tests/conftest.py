@@ -7,6 +7,7 @@ Outside CI a test whose service is missing is skipped with the reason; in CI
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from urllib.parse import urlsplit
 
@@ -15,9 +16,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"
-)
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 
 
 def reference_fibonacci(count: int) -> list[int]:
@@ -42,6 +41,18 @@ def require_service(name: str, url: str) -> None:
         pytest.skip(message)
 
 
+def require_program(name: str) -> str:
+    """The path of an installed program; skip (or, in CI, fail) when it is missing."""
+    # Debian installs nginx in /usr/sbin, which is not on every user's PATH.
+    found = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+    if found:
+        return found
+    message = f"{name} is not installed"
+    if IN_CI:
+        pytest.fail(f"{message}; CI requires it (.ci/run installs it)")
+    pytest.skip(message)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Stop early, with the reason, when the configured PostgreSQL is not there."""
     database_url = os.environ.get("DATABASE_URL", "")
@@ -55,6 +66,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if IN_CI:
             pytest.exit(f"{message}; CI requires it", returncode=1)
         pytest.exit(f"{message}; skipping the PostgreSQL pass", returncode=0)
+
+
+def redis_caches(url: str, *, key_prefix: str = "test") -> dict:
+    """CACHES for both aliases on the Redis at url, with short timeouts."""
+    options = {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.5}
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": key_prefix,
+            "OPTIONS": options,
+        },
+        "ratelimit": {
+            "BACKEND": "fibonacci.counters.RateLimitCounterCache",
+            "LOCATION": url,
+            "KEY_PREFIX": f"{key_prefix}-rl",
+            "OPTIONS": options,
+        },
+    }
 
 
 @pytest.fixture
@@ -71,3 +101,15 @@ def closed_port_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache_and_generous_limits(settings):
+    """Each test starts with empty counters; only rate-limit tests get real limits."""
+    from django.core.cache import caches
+
+    settings.FIB_RATE_LIMIT = "1000000/m"
+    settings.FIB_RATE_LIMIT_LARGE = "1000000/m"
+    for cache in caches.all(initialized_only=True):
+        if cache.__class__.__name__ == "LocMemCache":
+            cache.clear()

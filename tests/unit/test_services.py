@@ -83,7 +83,7 @@ def test_window_forms_agree_with_the_reference(offset, count):
     )
     assert json.loads(b"[" + numbers.json_items() + b"]") == expected
     assert json.loads(b"[" + strings.json_items() + b"]") == [str(n) for n in expected]
-    assert [int(n) for n in numbers.text_items().split()] == expected
+    assert [int(n) for n in bytes(numbers.text_items()).split()] == expected
 
 
 def test_window_outside_the_table_is_refused():

@@ -1,0 +1,214 @@
+"""Per-client rate limits: django-ratelimit counters, 429s and the RateLimit headers.
+
+Every API request spends one unit of the client's `default` budget
+(FIB_RATE_LIMIT); a large request (a window of more than FIB_LARGE_N terms, or
+a term past FIB_LARGE_INDEX) also spends one of the stricter `large` budget
+(FIB_RATE_LIMIT_LARGE), because response size grows with the square of n.
+Counters live in the default cache: Redis (shared by every worker and
+machine) when REDIS_URL is set, else a local-memory cache that only counts
+within one process.
+
+When the counters cannot be reached the API keeps answering (fail open) and
+the failure is logged once per interval; FIB_RATE_LIMIT_FAIL_CLOSED=true
+answers 503 instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponseBase
+from django_ratelimit.core import get_usage
+from rest_framework.exceptions import APIException
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
+
+from .clientip import client_ip, rate_limit_key
+
+logger = logging.getLogger(__name__)
+
+# After a counter failure, skip the counters for this long: a dead Redis must
+# not cost every request a connection timeout, nor the log a line per request.
+OUTAGE_RETRY_SECONDS = 5.0
+
+_LOCAL_CACHE_BACKENDS = frozenset(
+    {
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.dummy.DummyCache",
+    }
+)
+
+
+class RateLimiterUnavailable(APIException):
+    """503: the counters are unreachable and the service is set to fail closed."""
+
+    status_code = 503
+    default_detail = "Rate limiting is unavailable; try again shortly."
+    default_code = "rate_limiter_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One budget's state after this request: `name`, quota, remaining, seconds to reset."""
+
+    name: str
+    quota: int
+    window_seconds: int
+    remaining: int
+    reset_seconds: int
+    exceeded: bool
+
+
+class _Outage:
+    """Per-process memory of a counter failure, so it is logged once per interval."""
+
+    until = 0.0
+    failures = 0
+
+    @classmethod
+    def active(cls) -> bool:
+        return time.monotonic() < cls.until
+
+    @classmethod
+    def record(cls, exc: Exception) -> None:
+        cls.failures += 1
+        cls.until = time.monotonic() + OUTAGE_RETRY_SECONDS
+        logger.error(
+            "rate-limit counters unavailable (%s: %s); %s for %.0f s",
+            type(exc).__name__,
+            exc,
+            "refusing requests" if settings.FIB_RATE_LIMIT_FAIL_CLOSED else "not limiting",
+            OUTAGE_RETRY_SECONDS,
+        )
+
+
+def limiter_state() -> str:
+    """`ok`, `off`, or a description of the outage, for /readyz."""
+    if not settings.FIB_RATE_LIMIT_ENABLED:
+        return "off"
+    if _Outage.active():
+        mode = "failing closed" if settings.FIB_RATE_LIMIT_FAIL_CLOSED else "failing open"
+        return f"counters unavailable, {mode}"
+    return "ok"
+
+
+def _window_seconds(rate: str) -> tuple[int, int]:
+    count, _, period = rate.partition("/")
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    multiplier = int(period[:-1] or 1) if period[-1:] in units else int(period)
+    return int(count), multiplier * units.get(period[-1:], 1)
+
+
+def _digits_over(raw: str | None, *, threshold: int) -> bool:
+    """True when raw is plain ASCII digits for a number above threshold."""
+    if not raw or not raw.isascii() or not raw.isdigit():
+        return False  # invalid input is rejected cheaply by the serializer
+    significant = raw.lstrip("0")
+    return len(significant) > len(str(threshold)) or int(significant or "0") > threshold
+
+
+def is_large(request: Request, view: APIView) -> bool:
+    """Whether the request asks for a large answer (an estimate; validation comes later)."""
+    index = view.kwargs.get("index") if hasattr(view, "kwargs") else None
+    if index is not None:
+        return _digits_over(index, threshold=settings.FIB_LARGE_INDEX)
+    return _digits_over(request.query_params.get("n"), threshold=settings.FIB_LARGE_N)
+
+
+def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
+    quota, window_seconds = _window_seconds(rate)
+    usage: dict[str, Any] = get_usage(
+        request, group=f"fibonacci.{name}", key=lambda group, req: key, rate=rate, increment=True
+    )
+    count = int(usage["count"])
+    return Usage(
+        name=name,
+        quota=quota,
+        window_seconds=window_seconds,
+        remaining=max(0, quota - count),
+        # The window still holds during its last second: it resets one second later.
+        reset_seconds=max(1, int(usage["time_left"]) + 1),
+        exceeded=bool(usage["should_limit"]),
+    )
+
+
+class ClientRateThrottle(BaseThrottle):
+    """DRF throttle spending the client's budgets in django-ratelimit's counters."""
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        self.wait_seconds: int | None = None
+        if not settings.FIB_RATE_LIMIT_ENABLED:
+            return True
+        if _Outage.active():
+            return self._outage_answer()
+        key = rate_limit_key(client_ip(request))
+        try:
+            usages = [_spend(request, name="default", rate=settings.FIB_RATE_LIMIT, key=key)]
+            if is_large(request, view):
+                usages.append(
+                    _spend(request, name="large", rate=settings.FIB_RATE_LIMIT_LARGE, key=key)
+                )
+        except Exception as exc:  # noqa: BLE001 - any cache failure is an outage
+            _Outage.record(exc)
+            return self._outage_answer()
+        request._request.rate_limit_usages = usages  # type: ignore[attr-defined]
+        exceeded = [usage for usage in usages if usage.exceeded]
+        if exceeded:
+            self.wait_seconds = max(usage.reset_seconds for usage in exceeded)
+            return False
+        return True
+
+    def _outage_answer(self) -> bool:
+        if settings.FIB_RATE_LIMIT_FAIL_CLOSED:
+            raise RateLimiterUnavailable()
+        return True
+
+    def wait(self) -> float | None:
+        """Seconds until the exhausted window resets: DRF sends it as Retry-After."""
+        return self.wait_seconds
+
+
+def add_rate_limit_headers(*, request: Request, response: HttpResponseBase) -> None:
+    """IETF RateLimit-Policy and RateLimit fields for the budgets this request spent."""
+    usages: list[Usage] = getattr(request._request, "rate_limit_usages", [])
+    if not usages:
+        return
+    response["RateLimit-Policy"] = ", ".join(
+        f'"{u.name}";q={u.quota};w={u.window_seconds}' for u in usages
+    )
+    response["RateLimit"] = ", ".join(
+        f'"{u.name}";r={u.remaining};t={u.reset_seconds}' for u in usages
+    )
+
+
+class ClientRateLimitMixin:
+    """For API views: per-client limits, 429 when spent, RateLimit headers on every answer."""
+
+    throttle_classes: Sequence[type[BaseThrottle]] = (ClientRateThrottle,)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        add_rate_limit_headers(request=request, response=response)
+        return response
+
+
+def check_shared_counters(*, workers: int) -> None:
+    """Refuse to serve several workers whose limits would be counted per process."""
+    if not settings.FIB_RATE_LIMIT_ENABLED or workers <= 1:
+        return
+    backend = settings.CACHES[settings.RATELIMIT_USE_CACHE]["BACKEND"]
+    if backend in _LOCAL_CACHE_BACKENDS:
+        raise ImproperlyConfigured(
+            f"{workers} workers with a local-memory cache would each count rate limits "
+            "separately: set REDIS_URL to a shared Redis (or FIB_RATE_LIMIT_ENABLED=false)."
+        )

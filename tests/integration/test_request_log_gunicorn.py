@@ -1,0 +1,170 @@
+"""A real gunicorn (two sync workers) loses no request log record on SIGHUP reload or SIGTERM.
+
+The server writes to a database this test creates (a SQLite file, or a
+dedicated PostgreSQL database when DATABASE_URL names PostgreSQL), and the
+flush interval is an hour: every row must come from the shutdown path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.conftest import require_service
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def log_database(tmp_path):
+    """(DATABASE_URL for the server, function returning the request ids stored there)."""
+    configured = os.environ.get("DATABASE_URL", "")
+    if not configured.startswith("postgres"):
+        path = tmp_path / "log.sqlite3"
+
+        def stored_ids():
+            with sqlite3.connect(path) as db:
+                return {row[0] for row in db.execute("SELECT request_id FROM fibonacci_requestlog")}
+
+        yield f"sqlite:///{path}", stored_ids
+        return
+
+    import psycopg
+
+    require_service("PostgreSQL", configured)
+    parts = urlsplit(configured)
+    name = f"{parts.path.lstrip('/') or 'postgres'}_gunicorn"
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    server_url = urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+    def stored_ids():
+        with psycopg.connect(server_url) as db:
+            return {row[0] for row in db.execute("SELECT request_id FROM fibonacci_requestlog")}
+
+    yield server_url, stored_ids
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _worker_pids(master_pid):
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master_pid:
+                pids.add(int(entry.name))
+    return pids
+
+
+def _get(port, path):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
+def _wait_until(condition, *, within_seconds, what):
+    deadline = time.monotonic() + within_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_gunicorn_reload_and_sigterm_write_every_answered_request(log_database, tmp_path):
+    database_url, stored_ids = log_database
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "fibproject.settings",
+        "DJANGO_SECRET_KEY": "gunicorn-test-secret",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": database_url,
+        "FIB_MAX_N": "200",
+        "FIB_RATE_LIMIT_ENABLED": "false",
+        "FIB_LOG_FLUSH_MS": "3600000",
+        "FIB_LOG_BATCH_SIZE": "10000",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    port = _free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log_file:
+        server = subprocess.Popen(
+            [str(GUNICORN), "fibproject.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", "2"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def ready():
+            try:
+                return _get(port, "/healthz").status == 200
+            except OSError:
+                return False
+
+        _wait_until(ready, within_seconds=30, what="gunicorn to answer")
+        _wait_until(lambda: len(_worker_pids(server.pid)) == 2, within_seconds=10, what="workers")
+
+        answered = set()
+        for n in range(40):
+            response = _get(port, f"/api/v1/fibonacci/?n={n}")
+            assert response.status == 200
+            answered.add(response.getheader("X-Request-ID"))
+        assert stored_ids() == set()  # nothing written yet: the interval is an hour
+
+        old_workers = _worker_pids(server.pid)
+        os.kill(server.pid, signal.SIGHUP)
+        _wait_until(
+            lambda: not (old_workers & _worker_pids(server.pid)),
+            within_seconds=30,
+            what="the old workers to exit",
+        )
+        assert stored_ids() == answered  # written by the reloaded workers on their way out
+
+        _wait_until(ready, within_seconds=30, what="the new workers")
+        for n in range(40):
+            response = _get(port, f"/api/v1/fibonacci/{n}/")
+            assert response.status == 200
+            answered.add(response.getheader("X-Request-ID"))
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    log = log_path.read_text(errors="replace")
+    assert stored_ids() == answered, log
+    assert len(answered) == 80
+    assert "could not be written" not in log

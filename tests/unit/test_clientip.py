@@ -1,0 +1,53 @@
+"""Client IP resolution and the rate-limit key: who spends which budget."""
+
+import pytest
+from django.test import RequestFactory
+
+from fibonacci.clientip import client_ip, parse_trusted_proxies, rate_limit_key
+
+
+def _request(remote_addr, **headers):
+    request = RequestFactory().get("/api/v1/fibonacci/", **headers)
+    request.META["REMOTE_ADDR"] = remote_addr
+    return request
+
+
+@pytest.mark.parametrize(
+    ("trusted", "remote_addr", "headers", "expected"),
+    [
+        ([], "203.0.113.7", {}, "203.0.113.7"),
+        ([], "203.0.113.7", {"HTTP_X_REAL_IP": "198.51.100.1"}, "203.0.113.7"),
+        ([], "203.0.113.7", {"HTTP_X_FORWARDED_FOR": "198.51.100.1"}, "203.0.113.7"),
+        (["127.0.0.1"], "127.0.0.1", {"HTTP_X_REAL_IP": "198.51.100.1"}, "198.51.100.1"),
+        (["10.0.0.0/8"], "10.1.2.3", {"HTTP_X_REAL_IP": "198.51.100.1"}, "198.51.100.1"),
+        (["10.0.0.0/8"], "11.1.2.3", {"HTTP_X_REAL_IP": "198.51.100.1"}, "11.1.2.3"),
+        (["127.0.0.1"], "127.0.0.1", {"HTTP_X_REAL_IP": "not an ip"}, "127.0.0.1"),
+        (["127.0.0.1"], "127.0.0.1", {}, "127.0.0.1"),
+        ([], "::ffff:192.0.2.1", {}, "192.0.2.1"),
+        ([], "", {"HTTP_X_REAL_IP": "198.51.100.1"}, "unknown"),
+        (["unix"], "", {"HTTP_X_REAL_IP": "198.51.100.1"}, "198.51.100.1"),
+        ([], "garbage", {}, "unknown"),
+    ],
+)
+def test_client_ip(settings, trusted, remote_addr, headers, expected):
+    settings.FIB_TRUSTED_PROXIES = trusted
+    assert client_ip(_request(remote_addr, **headers)) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_rate_limit_key_groups_ipv6_by_64(ip, key):
+    assert rate_limit_key(ip) == key
+
+
+def test_invalid_trusted_proxy_is_refused():
+    with pytest.raises(ValueError):
+        parse_trusted_proxies(["10.0.0.0/8", "proxy.example.com"])
