@@ -1,0 +1,88 @@
+"""Printing: plain-text tables, and the target checks collected for the final summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from loadgen import WrkResult
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One measured figure against its target, for the summary table."""
+
+    section: str
+    case: str
+    measured: str
+    target: str
+    passed: bool | None  # None: measured for information, no target
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL, or a dash when there is no target."""
+        if self.passed is None:
+            return "-"
+        return "PASS" if self.passed else "FAIL"
+
+
+def print_table(*, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A title and a column-aligned table (first column left, the rest right)."""
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        parts = [first.ljust(widths[0])]
+        parts += [cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
+        return "  ".join(parts).rstrip()
+
+    print(f"\n{title}")
+    print(line(headers))
+    print(line(["-" * width for width in widths]))
+    for row in rows:
+        print(line(row))
+
+
+def load_cells(result: WrkResult) -> list[str]:
+    """req/s, p50, p99 and anomalies of one result, formatted."""
+    anomalies = []
+    if result.non_2xx:
+        anomalies.append(f"{result.non_2xx} non-2xx")
+    if result.socket_errors:
+        anomalies.append(f"{result.socket_errors} socket errors")
+    return [
+        f"{result.requests_per_s:,.0f}",
+        f"{result.p50_ms:.2f}",
+        f"{result.p99_ms:.2f}",
+        ", ".join(anomalies) or "-",
+    ]
+
+
+LOAD_HEADERS = ["req/s", "p50 ms", "p99 ms", "anomalies"]
+
+
+def ratio_check(*, section: str, case: str, ratio: float, minimum: float | None) -> TargetCheck:
+    """A ratio against an optional minimum."""
+    return TargetCheck(
+        section=section,
+        case=case,
+        measured=f"{ratio:.2f}",
+        target=f">= {minimum:.2f}" if minimum is not None else "-",
+        passed=None if minimum is None else ratio >= minimum,
+    )
+
+
+def print_summary(checks: Sequence[TargetCheck], errors: Sequence[str]) -> None:
+    """The final table of every target, then any section that could not run."""
+    print_table(
+        title="== Summary",
+        headers=["section", "case", "measured", "target", "verdict"],
+        rows=[
+            [check.section, check.case, check.measured, check.target, check.verdict]
+            for check in checks
+        ],
+    )
+    for error in errors:
+        print(f"ERROR {error}")

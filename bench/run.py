@@ -1,0 +1,191 @@
+"""`make bench`: throughput tables for the Fibonacci API against baselines, in one run.
+
+Sections (all by default; `--sections` picks some, `--quick` is a ~1 minute smoke run):
+  app      fibproject.wsgi vs a bare WSGI callable with the same bytes, gunicorn sync
+  limiter  the app with the rate limiter on (Redis) vs off
+  log      the app with the request log on (PostgreSQL) vs off
+  stack    through nginx: full app vs bare callable vs a static file; worker peak memory
+  memory   worker RSS before and after 100,000 requests through the full stack
+
+It prints a report and exits 0 even when targets fail; non-zero only when a
+section could not run (a server did not start, wrk is missing, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from loadgen import LoadSettings, WrkMissingError, require_wrk
+from report import TargetCheck, print_summary
+from sections import BenchContext, app_section, limiter_section, log_section
+from servers import PROJECT_DIR, VENV_BIN, ServerStartError
+from stack import memory_section, stack_section
+
+Section = Callable[[BenchContext], list[TargetCheck]]
+SECTIONS: dict[str, Section] = {
+    "app": app_section,
+    "limiter": limiter_section,
+    "log": log_section,
+    "stack": stack_section,
+    "memory": memory_section,
+}
+MEMORY_REQUESTS = 100_000
+QUICK_MEMORY_REQUESTS = 5_000
+
+
+def default_workers() -> int:
+    """The worker count deploy/gunicorn.conf.py would use, else gunicorn's 2 x cores + 1."""
+    conf = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
+    fallback = 2 * (os.cpu_count() or 1) + 1
+    if not conf.exists():
+        return fallback
+    probe = subprocess.run(
+        [
+            str(VENV_BIN / "python"),
+            "-c",
+            f"import runpy; print(runpy.run_path({str(conf)!r})['workers'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    output = probe.stdout.strip()
+    return int(output) if probe.returncode == 0 and output.isdigit() else fallback
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~1 minute)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--stack", action="store_true", help="only the stack section")
+    parser.add_argument("--memory", action="store_true", help="only the memory section")
+    parser.add_argument("--duration", type=float, help="seconds per measured round (default 5)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds per comparison (default 3)")
+    parser.add_argument("--connections", type=int, help="wrk connections (default 2 x workers)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="gunicorn workers for every server (default: deploy/gunicorn.conf.py, 2 x cores + 1)",
+    )
+    return parser.parse_args(argv)
+
+
+def chosen_sections(args: argparse.Namespace) -> list[str]:
+    """Section names to run, in their canonical order."""
+    if args.stack or args.memory:
+        wanted = {name for name, flag in (("stack", args.stack), ("memory", args.memory)) if flag}
+    else:
+        wanted = {name.strip() for name in args.sections.split(",") if name.strip()}
+    unknown = wanted - SECTIONS.keys()
+    if unknown:
+        raise SystemExit(
+            f"unknown sections: {', '.join(sorted(unknown))}; pick from {', '.join(SECTIONS)}"
+        )
+    return [name for name in SECTIONS if name in wanted]
+
+
+def load_settings(args: argparse.Namespace, workers: int) -> LoadSettings:
+    """Round length, count and concurrency from the options (--quick shortens them)."""
+    return LoadSettings(
+        duration_s=args.duration or (1.0 if args.quick else 5.0),
+        rounds=args.rounds or (2 if args.quick else 3),
+        # Enough to keep every sync worker busy; more would only queue in the backlog.
+        connections=args.connections or 2 * workers,
+        threads=2,
+    )
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def tool_version(command: list[str]) -> str:
+    """First line a tool prints about its version."""
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=10)
+    except OSError:
+        return "not installed"
+    return (completed.stdout + completed.stderr).strip().splitlines()[0]
+
+
+def print_machine(ctx: BenchContext) -> None:
+    """What the numbers were measured on, and with which settings."""
+    versions = {
+        name: importlib.metadata.version(name)
+        for name in ("django", "djangorestframework", "gunicorn")
+    }
+    print("== Fibonacci API benchmark")
+    print(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine   nproc={os.cpu_count()}, {cpu_model()}, load average {os.getloadavg()}")
+    print(
+        f"python    {platform.python_version()}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+    )
+    print(f"tools     {tool_version(['wrk', '--version'])}; {tool_version(['nginx', '-v'])}")
+    print(
+        f"settings  gunicorn sync workers={ctx.workers} --preload (app and baselines alike); "
+        f"wrk {ctx.load.threads} threads, {ctx.load.connections} connections, "
+        f"{ctx.load.duration_s:g} s rounds, best of {ctx.load.rounds} alternating rounds"
+    )
+
+
+def run_sections(names: list[str], ctx: BenchContext) -> tuple[list[TargetCheck], list[str]]:
+    """Run each section; a section that fails is reported and the others still run."""
+    checks: list[TargetCheck] = []
+    errors: list[str] = []
+    for name in names:
+        try:
+            checks += SECTIONS[name](ctx)
+        except (ServerStartError, RuntimeError, OSError) as error:
+            # The full message (with the server's log tail) goes to stderr; one line to the summary.
+            errors.append(f"section {name}: {str(error).strip().splitlines()[-1]}")
+            print(f"\nERROR in section {name}: {error}", file=sys.stderr)
+    return checks, errors
+
+
+def main(argv: list[str]) -> int:
+    """Run the chosen sections and print the report; 0 unless something could not run."""
+    args = parse_args(argv)
+    try:
+        require_wrk()
+    except WrkMissingError as error:
+        print(error, file=sys.stderr)
+        return 2
+    names = chosen_sections(args)
+    workers = args.workers or default_workers()
+    with tempfile.TemporaryDirectory(prefix="fib-bench-") as scratch:
+        ctx = BenchContext(
+            workers=workers,
+            load=load_settings(args, workers),
+            scratch=Path(scratch),
+            memory_requests=QUICK_MEMORY_REQUESTS if args.quick else MEMORY_REQUESTS,
+        )
+        print_machine(ctx)
+        checks, errors = run_sections(names, ctx)
+    print_summary(checks, errors)
+    print(f"\nload average at the end {os.getloadavg()}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
