@@ -8,13 +8,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: help venv run test test-sqlite test-postgres lint format bench clean
+.PHONY: help venv run test test-sqlite test-postgres lint format bench stack clean
 
 help:
 	@echo "make run    serve the API on http://$(HOST):$(PORT)/ (SQLite, local cache)"
 	@echo "make test   run the test suite on SQLite, then on PostgreSQL"
 	@echo "make lint   ruff (format check and lint) and mypy"
 	@echo "make bench  throughput table: the API against a bare WSGI app"
+	@echo "make stack  nginx + gunicorn as in production on http://127.0.0.1:8080/ (Ctrl-C stops)"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +51,11 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# DATABASE_URL and REDIS_URL are used when set; see deploy/stack.py.
+stack: venv
+	$(BIN)/python deploy/stack.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -113,3 +113,12 @@ def _fresh_cache_and_generous_limits(settings):
     for cache in caches.all(initialized_only=True):
         if cache.__class__.__name__ == "LocMemCache":
             cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _request_log_ends_with_the_test():
+    """Records a test left unflushed go with it, instead of being written at exit."""
+    from fibonacci import requestlog
+
+    yield
+    requestlog.replace_buffer(None)

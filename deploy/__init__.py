@@ -1,0 +1,1 @@
+"""Deployment files: nginx.conf (a template), gunicorn.conf.py, systemd units, stack.py."""

@@ -1,0 +1,103 @@
+"""gunicorn settings for the Fibonacci service, read from the environment.
+
+Used by the systemd unit, `make stack` and the end-to-end tests:
+`gunicorn -c deploy/gunicorn.conf.py`. deploy/stack.py reads `timeout` from
+here to render nginx's proxy timeouts, so the two tiers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+wsgi_app = "fibproject.wsgi:application"
+# The project root, so that `gunicorn -c /path/to/deploy/gunicorn.conf.py` works from anywhere.
+chdir = str(Path(__file__).resolve().parent.parent)
+
+# Behind nginx on the same host: loopback TCP (a Unix socket also works:
+# GUNICORN_BIND=unix:/run/fibonacci/gunicorn.sock, with FIB_TRUSTED_PROXIES=unix).
+bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
+
+# Sync workers: the work per request is CPU-bound and short, and nginx buffers
+# both directions, so a slow client never holds a worker. 2 x cores + 1 keeps
+# every core busy while some workers wait on the database or Redis. Cores are
+# those this process may run on (a container's or systemd's CPU set).
+worker_class = "sync"
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+workers = _env_int("GUNICORN_WORKERS", 2 * (_cores or 1) + 1)
+
+# Load the application once in the master: fibproject.wsgi builds the prepared
+# sequence bytes (about 31 MB at FIB_MAX_N=10000) at import, and forked workers
+# share those pages copy-on-write instead of building their own. Nothing that
+# must not be shared is opened at import: the request-log writer thread starts
+# lazily in each worker, and database connections open on first use.
+preload_app = True
+
+# Recycle workers now and then against slow leaks; jitter keeps them from all
+# restarting at once.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 10_000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 1_000)
+
+# A worker silent this long is killed and replaced. No legitimate request takes
+# more than a fraction of a second; nginx waits `timeout + 5` seconds for an
+# answer (proxy_read_timeout), so it is gunicorn that ends a stuck request, and
+# logs it, not nginx.
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+# On SIGTERM or SIGHUP a worker finishes its request and flushes the request
+# log within this time; it is as long as any request may run.
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+
+# Access log: the client address nginx saw (X-Real-IP), the request id nginx
+# generated (X-Request-ID, also in nginx's log and the request log) and the
+# request time in seconds (%(L)s).
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+access_log_format = (
+    '%({x-real-ip}i)s %(h)s %(t)s "%(r)s" %(s)s %(B)s %(L)ss rid=%({x-request-id}i)s "%(a)s"'
+)
+
+# The heartbeat file lives in memory, not on a disk that may stall.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# gunicorn >= 25 opens a control socket at one fixed path per user; several
+# instances on one host would fight over it. Off unless a path is given.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+
+proc_name = "fibonacci"
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Flush the worker's buffered request-log records before it exits (stop, reload, recycle)."""
+    try:
+        from fibonacci import requestlog
+    except ModuleNotFoundError as exc:  # the request log is optional until it ships
+        if exc.name != "fibonacci.requestlog":
+            raise
+        return
+    requestlog.shutdown(timeout_seconds=5.0)
+
+
+def on_starting(server: Any) -> None:
+    """Refuse to start several workers that would each count rate limits on their own."""
+    try:
+        from fibonacci.ratelimit import check_shared_counters
+    except ModuleNotFoundError as exc:  # the rate limiter is optional until it ships
+        if exc.name != "fibonacci.ratelimit":
+            raise
+        return
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        check_shared_counters(workers=server.cfg.workers)
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"gunicorn: {exc}") from exc

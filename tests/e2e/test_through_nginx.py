@@ -1,0 +1,244 @@
+"""The API through nginx and gunicorn as deployed: contract, errors, headers, limits, static."""
+
+from __future__ import annotations
+
+import gzip
+import re
+
+import pytest
+
+from tests.conftest import reference_fibonacci
+
+from .conftest import http_request, wait_for_log
+
+# Low enough to reach in a test, high enough for each test's other requests:
+# every test speaks from an address of its own, so budgets never mix.
+API_BUDGET = 30
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@pytest.fixture(scope="module")
+def app(module_stack_factory):
+    """One gunicorn instance (two workers) with a small per-client budget."""
+    (instance,) = module_stack_factory.start_apps(
+        1,
+        FIB_RATE_LIMIT=f"{API_BUDGET}/m",
+        FIB_RATE_LIMIT_LARGE="5/m",
+        FIB_LARGE_N="1000",
+    )
+    return instance
+
+
+@pytest.fixture(scope="module")
+def nginx(module_stack_factory, app):
+    """nginx rendered from deploy/nginx.conf with its shipped limits, in front of app."""
+    return module_stack_factory.start_nginx([app])
+
+
+# --- The contract -------------------------------------------------------------
+
+
+def test_sequence_through_nginx_matches_an_independent_computation(nginx, client_address):
+    reply = nginx.get("/api/v1/fibonacci/?n=20&offset=5", source=client_address)
+    assert reply.status == 200
+    assert reply.header("Content-Type") == "application/json"
+    assert reply.json() == {"n": 20, "offset": 5, "sequence": reference_fibonacci(25)[5:]}
+    assert reply.header("Cache-Control") == "public, max-age=86400"
+    assert reply.header("ETag")
+    assert re.fullmatch(r"[0-9a-f]{32}", reply.header("X-Request-ID") or "")
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/api/v1/fibonacci/?n=5&format=text", "text/plain", b"0 1 1 2 3"),
+        ("/api/v1/fibonacci/10/", "application/json", b'{"index":10,"value":55}'),
+        ("/api/v1/fibonacci/?n=3&numbers=string", "application/json", b'["0","1","1"]'),
+    ],
+)
+def test_formats_through_nginx(nginx, client_address, path, content_type, body):
+    reply = nginx.get(path, source=client_address)
+    assert reply.status == 200
+    assert (reply.header("Content-Type") or "").startswith(content_type)
+    assert body in reply.body
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_through_nginx(nginx, client_address, path):
+    reply = nginx.get(path, source=client_address)
+    assert reply.status == 200
+    assert reply.json()["status"] == "ok"
+
+
+def test_conditional_get_through_nginx_answers_304(nginx, client_address):
+    first = nginx.get("/api/v1/fibonacci/?n=50", source=client_address)
+    again = nginx.get(
+        "/api/v1/fibonacci/?n=50",
+        source=client_address,
+        headers={"If-None-Match": first.header("ETag")},
+    )
+    assert again.status == 304
+    assert again.body == b""
+
+
+def test_large_json_is_gzipped_by_nginx_and_still_revalidates(nginx, client_address):
+    path = "/api/v1/fibonacci/?n=900"
+    reply = nginx.get(path, source=client_address, headers={"Accept-Encoding": "gzip"})
+    assert reply.status == 200
+    assert reply.header("Content-Encoding") == "gzip"
+    assert "Accept-Encoding" in ", ".join(reply.header_values("Vary"))
+    body = gzip.decompress(reply.body)
+    assert len(reply.body) < len(body) / 2
+    assert body.startswith(b'{"n":900,"offset":0,"sequence":[0,1,1,2,')
+    # nginx weakens the ETag of what it compresses; a weak match still gives 304.
+    etag = reply.header("ETag") or ""
+    revalidated = nginx.get(
+        path, source=client_address, headers={"Accept-Encoding": "gzip", "If-None-Match": etag}
+    )
+    assert revalidated.status == 304
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/api/v1/fibonacci/?n=-1", {}, 400),
+        ("GET", "/api/v1/fibonacci/?n=10001", {}, 400),
+        ("GET", "/api/v1/fibonacci/abc/", {}, 400),
+        ("GET", "/api/v1/nothing-here/", {}, 404),
+        ("POST", "/api/v1/fibonacci/?n=5", {"Content-Type": "application/json"}, 405),
+        ("GET", "/api/v1/fibonacci/?n=5", {"Accept": "image/png"}, 406),
+    ],
+)
+def test_errors_through_nginx_are_problem_json(
+    nginx, client_address, method, path, headers, status
+):
+    body = b"{}" if method == "POST" else None
+    reply = nginx.get(path, source=client_address, method=method, headers=headers, body=body)
+    assert reply.status == status
+    assert reply.header("Content-Type") == "application/problem+json"
+    assert reply.json()["status"] == status
+    assert reply.header("Cache-Control") == "no-store"
+
+
+def test_oversized_body_is_refused_by_nginx_before_gunicorn(nginx, app, client_address):
+    reply = nginx.get(
+        "/api/v1/fibonacci/?n=5&oversized=1",
+        source=client_address,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=b"[" + b"1," * 40_000 + b"1]",
+    )
+    assert reply.status == 413
+    assert reply.header("Content-Type") == "application/problem+json"
+    assert reply.json()["status"] == 413
+    assert "oversized=1" not in app.access_log_text()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/fibonacci/?n=5", "/api/v1/nothing-here/", "/static/admin/css/base.css"]
+)
+def test_security_headers_appear_once_and_nginx_hides_its_version(nginx, client_address, path):
+    reply = nginx.get(path, source=client_address)
+    assert reply.header("Server") == "nginx"
+    for name, value in SECURITY_HEADERS.items():
+        assert reply.header(name) == value
+
+
+# --- Static files -----------------------------------------------------------------
+
+
+def _static_urls(html: bytes) -> list[str]:
+    return sorted(set(re.findall(rb'(?:href|src)="(/static/[^"?]+)', html)))
+
+
+@pytest.mark.parametrize("page", ["/admin/login/", "/api/docs/"])
+def test_static_files_of_admin_and_swagger_ui_come_from_nginx_with_long_cache(
+    nginx, app, client_address, page
+):
+    html = nginx.get(page, source=client_address)
+    assert html.status == 200
+    urls = _static_urls(html.body)
+    assert urls, f"{page} links no static files"
+    for url in urls:
+        reply = nginx.get(url.decode(), source=client_address)
+        assert reply.status == 200, url
+        assert int(reply.header("Cache-Control").removeprefix("max-age=")) >= 7 * 86_400
+        assert reply.header("Last-Modified"), "served from disk by nginx"
+    assert "/static/" not in app.access_log_text(), "gunicorn must never serve static files"
+
+
+def test_swagger_ui_bundle_is_served_gzipped(nginx, client_address):
+    reply = nginx.get(
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+        source=client_address,
+        headers={"Accept-Encoding": "gzip"},
+    )
+    assert reply.status == 200
+    assert reply.header("Content-Encoding") == "gzip"
+
+
+# --- Rate limits by the real client address --------------------------------------
+
+
+def _spend_budget(nginx, source, count, headers_for=lambda i: {}):
+    return [
+        nginx.get("/api/v1/fibonacci/?n=5", source=source, headers=headers_for(i))
+        for i in range(count)
+    ]
+
+
+def test_rate_limit_counts_the_address_nginx_saw(nginx, client_address):
+    from .conftest import new_client_address
+
+    replies = _spend_budget(nginx, client_address, API_BUDGET + 1)
+    assert [reply.status for reply in replies] == [200] * API_BUDGET + [429]
+    limited = replies[-1]
+    assert limited.header("Content-Type") == "application/problem+json"
+    assert limited.json()["status"] == 429
+    assert 1 <= int(limited.header("Retry-After")) <= 60
+    other = nginx.get("/api/v1/fibonacci/?n=5", source=new_client_address())
+    assert other.status == 200, "another address has a budget of its own"
+
+
+def test_spoofed_forwarding_headers_do_not_change_whose_budget_is_spent(
+    nginx, app, e2e_database_url, client_address
+):
+    def spoofed(i):
+        return {"X-Forwarded-For": f"203.0.113.{i}", "X-Real-IP": f"198.51.100.{i}"}
+
+    replies = _spend_budget(nginx, client_address, API_BUDGET + 3, spoofed)
+    assert [reply.status for reply in replies] == [200] * API_BUDGET + [429] * 3
+    # gunicorn received nginx's X-Real-IP (the real peer), not the client's.
+    forwarded = [line.split()[0] for line in app.access_log_text().splitlines() if "n=5" in line]
+    assert client_address in forwarded
+    assert not any(ip.startswith(("203.0.113.", "198.51.100.")) for ip in forwarded)
+    # The request log names the real client for every one of them.
+    rows = wait_for_log(
+        e2e_database_url, client_ip=client_address, done=lambda rows: len(rows) >= len(replies)
+    )
+    assert sorted(row[2] for row in rows) == sorted(reply.status for reply in replies)
+
+
+def test_nginx_outer_shield_answers_429_problem_json(module_stack_factory, app, client_address):
+    strict = module_stack_factory.start_nginx(
+        [app], limit_req_rate="1r/s", limit_req_burst=2, limit_conn=10
+    )
+    statuses = []
+    for _ in range(8):
+        reply = strict.get("/healthz", source=client_address)
+        statuses.append(reply.status)
+        if reply.status == 429:
+            assert reply.header("Content-Type") == "application/problem+json"
+            assert reply.json()["status"] == 429
+            assert reply.header("Retry-After") == "1"
+            assert reply.header("X-Content-Type-Options") == "nosniff"
+    assert statuses[:3] == [200, 200, 200]
+    assert 429 in statuses[3:]
+    assert 503 not in statuses
+    other = http_request(strict.port, "/healthz", source="127.0.0.1")
+    assert other.status == 200, "the shield counts per address"
