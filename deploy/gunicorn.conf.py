@@ -18,6 +18,8 @@ def _env_int(name: str, default: int) -> int:
 
 
 wsgi_app = "fibproject.wsgi:application"
+# The hooks below read Django settings, also when the app is not preloaded.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fibproject.settings")
 # The project root, so that `gunicorn -c /path/to/deploy/gunicorn.conf.py` works from anywhere.
 chdir = str(Path(__file__).resolve().parent.parent)
 
@@ -78,24 +80,16 @@ proc_name = "fibonacci"
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Flush the worker's buffered request-log records before it exits (stop, reload, recycle)."""
-    try:
-        from fibonacci import requestlog
-    except ModuleNotFoundError as exc:  # the request log is optional until it ships
-        if exc.name != "fibonacci.requestlog":
-            raise
-        return
+    from fibonacci import requestlog
+
     requestlog.shutdown(timeout_seconds=5.0)
 
 
 def on_starting(server: Any) -> None:
     """Refuse to start several workers that would each count rate limits on their own."""
-    try:
-        from fibonacci.ratelimit import check_shared_counters
-    except ModuleNotFoundError as exc:  # the rate limiter is optional until it ships
-        if exc.name != "fibonacci.ratelimit":
-            raise
-        return
     from django.core.exceptions import ImproperlyConfigured
+
+    from fibonacci.ratelimit import check_shared_counters
 
     try:
         check_shared_counters(workers=server.cfg.workers)
