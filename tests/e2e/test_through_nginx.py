@@ -125,6 +125,15 @@ def test_errors_through_nginx_are_problem_json(
     assert reply.header("Cache-Control") == "no-store"
 
 
+@pytest.mark.parametrize("length", [4_000, 4_059, 4_060, 4_061, 4_100, 9_000, 100_000])
+def test_huge_query_strings_get_a_4xx_problem(nginx, client_address, length):
+    path = "/api/v1/fibonacci/?n=" + "9" * length
+    reply = nginx.get(path, source=client_address)
+    assert reply.status in (400, 414)
+    assert reply.header("Content-Type") == "application/problem+json"
+    assert reply.json()["status"] == reply.status
+
+
 def test_oversized_body_is_refused_by_nginx_before_gunicorn(nginx, app, client_address):
     reply = nginx.get(
         "/api/v1/fibonacci/?n=5&oversized=1",
