@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,17 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.conftest import require_service
+from tests.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -119,7 +113,7 @@ def test_gunicorn_reload_and_sigterm_write_every_answered_request(log_database, 
         env=env,
         check=True,
     )
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log_file:
         server = subprocess.Popen(
