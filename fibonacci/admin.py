@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -19,6 +20,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from .models import RequestLog
+from .requestlog import anonymize_ip
 from .requestlog.summary import CHART_HEIGHT, CHART_MARGIN, CHART_WIDTH, usage_summary
 
 # Below this estimate an exact count is cheap and more useful than a guess.
@@ -143,10 +145,14 @@ class RequestLogAdmin(admin.ModelAdmin):
         if not term:
             return queryset, False
         try:
-            ipaddress.ip_address(term)
+            address = ipaddress.ip_address(term)
         except ValueError:
             return queryset.filter(request_id=term), False
-        return queryset.filter(client_ip=term), False
+        # Stored as written by the log: canonical, and anonymized when configured.
+        stored = str(address)
+        if settings.FIB_LOG_IP_ANONYMIZE:
+            stored = anonymize_ip(stored)
+        return queryset.filter(client_ip=stored), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

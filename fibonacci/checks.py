@@ -10,8 +10,7 @@ from django.conf import settings
 from django.core import checks
 
 from .clientip import parse_trusted_proxies
-
-_LOCAL_CACHE = "django.core.cache.backends.locmem.LocMemCache"
+from .ratelimit import LOCAL_CACHE_BACKENDS
 
 
 @checks.register(checks.Tags.security, deploy=True)
@@ -20,10 +19,10 @@ def check_shared_rate_limit_counters(
 ) -> list[checks.CheckMessage]:
     """Production should count rate limits in a shared cache."""
     backend = settings.CACHES[settings.RATELIMIT_USE_CACHE]["BACKEND"]
-    if settings.FIB_RATE_LIMIT_ENABLED and backend == _LOCAL_CACHE:
+    if settings.FIB_RATE_LIMIT_ENABLED and backend in LOCAL_CACHE_BACKENDS:
         return [
             checks.Warning(
-                "Rate limits are counted in a local-memory cache: each process counts alone.",
+                "Rate limits are counted in a process-local cache: each process counts alone.",
                 hint="Set REDIS_URL so that every worker and machine shares the counters.",
                 id="fibonacci.W001",
             )

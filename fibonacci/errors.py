@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from rest_framework import exceptions
@@ -69,6 +69,10 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> HttpRes
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, SuspiciousOperation):
+        # Too many query parameters, a disallowed host and the like: the
+        # client's mistake, and logged by Django as a security event already.
+        return problem_response(status=400, detail="The request is malformed.")
     if isinstance(exc, exceptions.ValidationError):
         errors = _field_errors(exc.detail)
         detail = " ".join(message for messages in errors.values() for message in messages)
@@ -81,7 +85,12 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> HttpRes
             headers={"Retry-After": str(wait)},
         )
     if isinstance(exc, exceptions.APIException):
-        return problem_response(status=exc.status_code, detail=str(exc.detail))
+        retry_after = getattr(exc, "retry_after_seconds", None)
+        return problem_response(
+            status=exc.status_code,
+            detail=str(exc.detail),
+            headers={"Retry-After": str(retry_after)} if retry_after else None,
+        )
     view = context.get("view")
     logger.exception("Unhandled error in %s", type(view).__name__ if view else "API view")
     return problem_response(status=500, detail="The server failed to answer; try again later.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -50,17 +51,30 @@ def _cache_fault() -> str | None:
 
 @require_safe
 def readyz(request: HttpRequest) -> HttpResponse:
-    """200 when the database and the cache answer; 503 problem details naming what failed."""
-    faults = [fault for fault in (_database_fault(), _cache_fault()) if fault]
+    """200 when this instance can serve; 503 problem details naming what stops it.
+
+    The database must answer. The cache holds only the rate-limit counters: when
+    it is down and the limiter fails open (the default) the API still serves, so
+    the instance stays ready and the body reports the outage; failing closed, it
+    is not ready. Taking every instance out of a load balancer because the
+    shared Redis is down would defeat failing open.
+    """
     limiter = limiter_state()
-    if faults and limiter not in {"ok", "off"}:
-        faults.append(f"rate limiter {limiter}")
+    cache_fault = _cache_fault()
+    faults = [fault for fault in (_database_fault(),) if fault]
+    if cache_fault and settings.FIB_RATE_LIMIT_FAIL_CLOSED:
+        faults.append(cache_fault)
     if faults:
         return problem_response(
             status=503,
-            detail="Not ready: " + "; ".join(faults) + ".",
+            detail="Not ready: " + "; ".join([*faults, f"rate limiter {limiter}"]) + ".",
             headers={"Retry-After": "5"},
         )
     # Records waiting for the database, and dropped: visible before they are lost.
-    body = {"status": "ok", "request_log": requestlog.stats()}
+    body: dict[str, object] = {
+        "status": "ok",
+        "cache": cache_fault or "ok",
+        "rate_limiter": limiter,
+        "request_log": requestlog.stats(),
+    }
     return JsonResponse(body, headers={"Cache-Control": "no-store"})

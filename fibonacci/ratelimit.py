@@ -4,9 +4,9 @@ Every API request spends one unit of the client's `default` budget
 (FIB_RATE_LIMIT); a large request (a window of more than FIB_LARGE_N terms, or
 a term past FIB_LARGE_INDEX) also spends one of the stricter `large` budget
 (FIB_RATE_LIMIT_LARGE), because response size grows with the square of n.
-Counters live in the default cache: Redis (shared by every worker and
-machine) when REDIS_URL is set, else a local-memory cache that only counts
-within one process.
+Counters live in the `ratelimit` cache: Redis (shared by every worker and
+machine, see fibonacci.counters) when REDIS_URL is set, else a local-memory
+cache that only counts within one process.
 
 When the counters cannot be reached the API keeps answering (fail open) and
 the failure is logged once per interval; FIB_RATE_LIMIT_FAIL_CLOSED=true
@@ -32,6 +32,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from .clientip import client_ip, rate_limit_key
+from .services import parse_decimal, sequence_table
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ logger = logging.getLogger(__name__)
 # not cost every request a connection timeout, nor the log a line per request.
 OUTAGE_RETRY_SECONDS = 5.0
 
-_LOCAL_CACHE_BACKENDS = frozenset(
+# Caches that count within one process only.
+LOCAL_CACHE_BACKENDS = frozenset(
     {
         "django.core.cache.backends.locmem.LocMemCache",
         "django.core.cache.backends.dummy.DummyCache",
@@ -50,6 +52,7 @@ _LOCAL_CACHE_BACKENDS = frozenset(
 class RateLimiterUnavailable(APIException):
     """503: the counters are unreachable and the service is set to fail closed."""
 
+    retry_after_seconds = int(OUTAGE_RETRY_SECONDS)
     status_code = 503
     default_detail = "Rate limiting is unavailable; try again shortly."
     default_code = "rate_limiter_unavailable"
@@ -101,26 +104,30 @@ def limiter_state() -> str:
 
 
 def _window_seconds(rate: str) -> tuple[int, int]:
+    # Rates are validated at start-up (settings._env_rate): COUNT/[MULTIPLIER]UNIT.
     count, _, period = rate.partition("/")
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    multiplier = int(period[:-1] or 1) if period[-1:] in units else int(period)
-    return int(count), multiplier * units.get(period[-1:], 1)
-
-
-def _digits_over(raw: str | None, *, threshold: int) -> bool:
-    """True when raw is plain ASCII digits for a number above threshold."""
-    if not raw or not raw.isascii() or not raw.isdigit():
-        return False  # invalid input is rejected cheaply by the serializer
-    significant = raw.lstrip("0")
-    return len(significant) > len(str(threshold)) or int(significant or "0") > threshold
+    return int(count), int(period[:-1] or 1) * units[period[-1]]
 
 
 def is_large(request: Request, view: APIView) -> bool:
-    """Whether the request asks for a large answer (an estimate; validation comes later)."""
-    index = view.kwargs.get("index") if hasattr(view, "kwargs") else None
+    """Whether the answer will be large: a window bigger than the first FIB_LARGE_N terms'.
+
+    Judged by the bytes of the prepared window, since size grows with the
+    offset as well as with n. Invalid input is not large: validation rejects it.
+    """
+    maximum = settings.FIB_MAX_N
+    index = view.kwargs.get("index")
     if index is not None:
-        return _digits_over(index, threshold=settings.FIB_LARGE_INDEX)
-    return _digits_over(request.query_params.get("n"), threshold=settings.FIB_LARGE_N)
+        value = parse_decimal(index, maximum=settings.FIB_MAX_INDEX)
+        return value is not None and value > settings.FIB_LARGE_INDEX
+    count = parse_decimal(request.query_params.get("n", ""), maximum=maximum)
+    offset = parse_decimal(request.query_params.get("offset", "0"), maximum=maximum)
+    if count is None or offset is None or offset + count > maximum:
+        return False
+    numbers = sequence_table(maximum).numbers
+    threshold = numbers.window_bytes(offset=0, count=min(settings.FIB_LARGE_N, maximum))
+    return numbers.window_bytes(offset=offset, count=count) > threshold
 
 
 def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
@@ -192,7 +199,15 @@ def add_rate_limit_headers(*, request: Request, response: HttpResponseBase) -> N
 class ClientRateLimitMixin:
     """For API views: per-client limits, 429 when spent, RateLimit headers on every answer."""
 
-    throttle_classes: Sequence[type[BaseThrottle]] = (ClientRateThrottle,)
+    # Counted in initial(), before content negotiation: a request refused
+    # with 406 or 404 (unknown format) spends its budget too.
+    throttle_classes: Sequence[type[BaseThrottle]] = ()
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        throttle = ClientRateThrottle()
+        if not throttle.allow_request(request, self):  # type: ignore[arg-type]
+            self.throttled(request, throttle.wait())  # type: ignore[attr-defined]
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
@@ -207,7 +222,7 @@ def check_shared_counters(*, workers: int) -> None:
     if not settings.FIB_RATE_LIMIT_ENABLED or workers <= 1:
         return
     backend = settings.CACHES[settings.RATELIMIT_USE_CACHE]["BACKEND"]
-    if backend in _LOCAL_CACHE_BACKENDS:
+    if backend in LOCAL_CACHE_BACKENDS:
         raise ImproperlyConfigured(
             f"{workers} workers with a local-memory cache would each count rate limits "
             "separately: set REDIS_URL to a shared Redis (or FIB_RATE_LIMIT_ENABLED=false)."

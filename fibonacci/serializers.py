@@ -7,13 +7,13 @@ checked before `int()` so that a huge digit string costs nothing to reject.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .services import NumberStyle
+from .services import NumberStyle, parse_decimal
 
 _REPEATED = object()  # marks a query parameter given more than once
 
@@ -54,7 +54,7 @@ class DecimalIntegerField(SingleValueMixin, serializers.Field):
         """The largest accepted value, read per request so tests can lower it."""
         return int(getattr(settings, self.maximum_setting))
 
-    def fail_range(self) -> None:
+    def fail_range(self) -> NoReturn:
         """Reject with the message that says what is allowed."""
         self.fail("range", name=self.field_name, maximum=self.maximum)
 
@@ -66,13 +66,10 @@ class DecimalIntegerField(SingleValueMixin, serializers.Field):
     def to_internal_value(self, data: Any) -> int:
         if data is _REPEATED:
             self.fail("repeated", name=self.field_name)
-        if not isinstance(data, str) or not data.isascii() or not data.isdigit():
+        value = parse_decimal(data, maximum=self.maximum) if isinstance(data, str) else None
+        if value is None:
             self.fail_range()
-        significant = data.lstrip("0") or "0"
-        maximum = self.maximum
-        if len(significant) > len(str(maximum)) or int(significant) > maximum:
-            self.fail_range()
-        return int(significant)
+        return value
 
     def to_representation(self, value: int) -> int:
         return value

@@ -24,6 +24,21 @@ class NumberStyle(StrEnum):
     STRING = "string"
 
 
+def parse_decimal(raw: str, *, maximum: int) -> int | None:
+    """The value of `raw` if it is plain ASCII digits for a number from 0 to maximum, else None.
+
+    Leading zeros are fine. A digit string longer than `maximum` needs is refused
+    before `int()` sees it, so a huge parameter costs nothing to reject.
+    """
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    significant = raw.lstrip("0") or "0"
+    if len(significant) > len(str(maximum)):
+        return None
+    value = int(significant)
+    return value if value <= maximum else None
+
+
 def fibonacci(index: int) -> int:
     """F(index) by fast doubling: O(log index) big-integer multiplications."""
     if index < 0:
@@ -82,6 +97,12 @@ class SerializedSequence:
     def buffer_bytes(self) -> int:
         """Size of the joined buffer."""
         return len(self._buffer)
+
+    def window_bytes(self, *, offset: int, count: int) -> int:
+        """Size of the window offset .. offset + count - 1, without building it."""
+        if count == 0:
+            return 0
+        return self._starts[offset + count] - self._starts[offset] - self._separator_bytes
 
     def window(self, *, offset: int, count: int) -> memoryview:
         """Items offset .. offset + count - 1, joined by the separator: a view, not a copy.

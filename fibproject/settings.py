@@ -128,7 +128,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ------------------------------------------------------------------
 # A local-memory cache serves one process only; several workers or machines
-# need REDIS_URL so that they share one cache (and, later, one rate limit).
+# need REDIS_URL so that they share the rate-limit counters.
 
 REDIS_URL = _env_str("REDIS_URL")
 _REDIS_OPTIONS = {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5}
@@ -236,15 +236,16 @@ FIB_TRUSTED_PROXIES = _env_list("FIB_TRUSTED_PROXIES")
 FIB_CACHE_MAX_AGE = _env_int("FIB_CACHE_MAX_AGE", default=86_400)
 
 # --- Rate limits ------------------------------------------------------------
-# Counted per client IP (IPv6 per /64) by django-ratelimit in the default
+# Counted per client IP (IPv6 per /64) by django-ratelimit in the `ratelimit`
 # cache: shared only when REDIS_URL is set. Rates are "COUNT/PERIOD", the
 # period one of s, m, h, d, optionally with a multiplier ("100/5m").
 
 FIB_RATE_LIMIT_ENABLED = _env_bool("FIB_RATE_LIMIT_ENABLED", default=True)
 FIB_RATE_LIMIT = _env_rate("FIB_RATE_LIMIT", default="120/m")
 FIB_RATE_LIMIT_LARGE = _env_rate("FIB_RATE_LIMIT_LARGE", default="20/m")
-# A window of more than FIB_LARGE_N terms, or a term past FIB_LARGE_INDEX
-# (computed on demand rather than read from the prepared table), is large.
+# A window whose response is bigger than that of the first FIB_LARGE_N terms
+# (about 105 KB at 1000), or a term past FIB_LARGE_INDEX (computed on demand
+# rather than read from the prepared table), is large.
 FIB_LARGE_N = _env_int("FIB_LARGE_N", default=1_000)
 FIB_LARGE_INDEX = _env_int("FIB_LARGE_INDEX", default=FIB_MAX_N)
 # Counters unreachable: answer anyway (false) or refuse with 503 (true).

@@ -12,11 +12,11 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from ..clientip import client_ip, is_from_trusted_proxy
+from ..errors import API_PREFIX
 from .buffer import current_buffer
 
-# Recorded: everything under /api/ (the versioned API, its schema and docs, and
-# 404s for unknown API paths); not probes, static files or the admin.
-API_PREFIX = "/api/"
+# Recorded: everything under API_PREFIX (the versioned API, its schema and
+# docs, and 404s for unknown API paths); not probes, static files or the admin.
 # A proxy's request id is passed on only if it is short and plain.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from ..models import QUERY_MAX_CHARS, USER_AGENT_MAX_CHARS, Endpoint, RequestLog
+from ..services import parse_decimal
 
 # What the middleware appends, in this order (a plain tuple: the cheapest to build):
 # arrived (epoch seconds), duration_ms, method, url_name, index from the URL,
@@ -68,14 +69,7 @@ def _parsed(values: list[str] | None, *, maximum: int) -> int | None:
     # most `maximum`) without a DRF field per value: this runs for every record.
     if values is None or len(values) != 1:
         return None
-    raw = values[0]
-    if not (raw.isascii() and raw.isdigit()):
-        return None
-    significant = raw.lstrip("0") or "0"
-    if len(significant) > len(str(maximum)):
-        return None
-    value = int(significant)
-    return value if value <= maximum else None
+    return parse_decimal(values[0], maximum=maximum)
 
 
 class RecordParser:

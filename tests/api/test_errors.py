@@ -126,6 +126,34 @@ def test_unknown_api_path_is_404_problem(client):
     assert_problem(client.get("/api/v2/fibonacci/"), 404)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/fibonacci.json?n=3",
+        "/api/v1/fibonacci/10.json",
+        "/api/v1/.json",
+        "/api/v1/fibonacci/10/.api",
+        "/api/v1/fibonacci/%00/",
+        "/api/v1/fibonacci/?n=%00",
+        "/api/v1/fibonacci/?n=3" + "&a" * 1_001,
+        "/api/v1/fibonacci/?n=3&n",
+        "/api/v1/fibonacci//",
+        "/api/v1//fibonacci/?n=3",
+        "/api/v1/fibonacci/?=3",
+    ],
+)
+def test_ugly_paths_are_answered_without_5xx(client, path):
+    response = client.get(path)
+    assert response.status_code < 500
+    if response.status_code >= 400:
+        assert response["Content-Type"] == "application/problem+json"
+
+
+def test_too_many_query_parameters_is_a_400_problem(client):
+    body = assert_problem(client.get("/api/v1/fibonacci/?n=3" + "&a" * 1_001), 400)
+    assert "malformed" in body["detail"]
+
+
 def test_unexpected_failure_is_500_problem_without_internals(client, monkeypatch):
     def explode(**kwargs):
         raise RuntimeError("secret internal detail")

@@ -24,8 +24,20 @@ def test_readyz_is_ok_when_database_and_cache_answer(client):
     assert response.json()["status"] == "ok"  # beside it, the request log's counts
 
 
-def test_readyz_is_503_problem_when_the_cache_is_down(client, settings, closed_port_url):
+def test_readyz_stays_ready_but_reports_a_down_cache_when_failing_open(
+    client, settings, closed_port_url
+):
     settings.CACHES = redis_caches(closed_port_url)
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["cache"] == "cache unavailable"
+
+
+def test_readyz_is_503_problem_when_the_cache_is_down_and_failing_closed(
+    client, settings, closed_port_url
+):
+    settings.CACHES = redis_caches(closed_port_url)
+    settings.FIB_RATE_LIMIT_FAIL_CLOSED = True
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response["Content-Type"] == "application/problem+json"

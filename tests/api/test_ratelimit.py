@@ -114,6 +114,39 @@ def test_large_requests_have_a_stricter_budget(client, limits):
     assert _get(client, data={"n": 100}).status_code == 200  # small ones still pass
 
 
+@pytest.mark.parametrize(
+    ("query", "large"),
+    [
+        ({"n": 100}, False),
+        ({"n": 101}, True),
+        ({"n": 10, "offset": 2_990}, True),  # few terms, but long ones
+        ({"n": 50, "offset": 10}, False),
+        ({"n": "x"}, False),
+        ({"n": 10, "offset": 2_995}, False),  # past the cap: rejected, not large
+    ],
+)
+def test_large_is_judged_by_response_size(client, limits, query, large):
+    limits.FIB_RATE_LIMIT = "100/m"
+    response = _get(client, data=query)
+    assert ('"large"' in response["RateLimit-Policy"]) is large
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status"),
+    [
+        ({"HTTP_ACCEPT": "application/xml"}, 406),
+        ({"data": {"n": 5, "format": "xml"}}, 404),
+        ({"data": {"n": "-1"}}, 400),
+    ],
+)
+def test_refused_requests_spend_the_budget_too(client, limits, request_kwargs, status):
+    for _ in range(3):
+        response = _get(client, **request_kwargs)
+        assert response.status_code == status
+        assert response["RateLimit"].startswith('"default";')
+    assert _get(client, **request_kwargs).status_code == 429
+
+
 def test_large_single_terms_count_as_large(client, limits):
     limits.FIB_RATE_LIMIT = "100/m"
     for _ in range(2):
@@ -186,7 +219,9 @@ def test_unreachable_counters_fail_open_and_log_once(client, limits, unreachable
         statuses = [_get(client).status_code for _ in range(6)]
     assert statuses == [200] * 6
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
-    assert "failing open" in client.get("/readyz").json()["detail"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["rate_limiter"] == "counters unavailable, failing open"
 
 
 def test_unreachable_counters_fail_closed_with_503(client, limits, unreachable_counters):
@@ -194,4 +229,5 @@ def test_unreachable_counters_fail_closed_with_503(client, limits, unreachable_c
     response = _get(client)
     assert response.status_code == 503
     assert response["Content-Type"] == "application/problem+json"
+    assert int(response["Retry-After"]) > 0
     assert _get(client).status_code == 503
