@@ -114,10 +114,16 @@ def _tls_directives(tls: TlsFiles | None) -> str:
             "ssl_protocols TLSv1.2 TLSv1.3;",
             "ssl_session_cache shared:fib_tls:10m;",
             "ssl_session_timeout 1d;",
-            "# Browsers keep to HTTPS for two years (Django leaves HSTS to us).",
-            'add_header Strict-Transport-Security "max-age=63072000" always;',
         )
     )
+
+
+def _hsts_directive(tls: TlsFiles | None) -> str:
+    # Browsers keep to HTTPS for two years (Django leaves HSTS to us). Repeated
+    # in every location that sets headers of its own, which replace the server's.
+    if tls is None:
+        return "# No HSTS over plain HTTP."
+    return 'add_header Strict-Transport-Security "max-age=63072000" always;'
 
 
 def _redirect_server(tls: TlsFiles | None, server_name: str) -> str:
@@ -163,6 +169,7 @@ def render_nginx_conf(
         "listen": listen,
         "server_name": server_name,
         "tls": _tls_directives(tls),
+        "hsts": _hsts_directive(tls),
         "http_redirect_server": _redirect_server(tls, server_name),
         "static_root": str(static_root).rstrip("/"),
         "upstream_servers": "\n".join(

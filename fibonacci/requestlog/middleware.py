@@ -63,7 +63,10 @@ class RequestLogMiddleware:
                 response.status_code,
                 client_ip(request),
                 request.META.get("HTTP_USER_AGENT", ""),
-                len(response.content) if isinstance(response, HttpResponse) else 0,
+                # HEAD answers carry no body, whatever the view produced.
+                len(response.content)
+                if isinstance(response, HttpResponse) and request.method != "HEAD"
+                else 0,
                 rid,
             )
         )

@@ -83,6 +83,13 @@ def test_not_modified_is_recorded_as_304_with_no_body(client):
     assert second.response_bytes == 0
 
 
+def test_head_is_recorded_with_no_body_bytes(client):
+    response = client.head(URL, {"n": "50"})
+    assert response.status_code == 200
+    [log] = _logged()
+    assert (log.method, log.status, log.response_bytes) == ("HEAD", 200, 0)
+
+
 def test_unexpected_error_is_recorded_as_500(client, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")

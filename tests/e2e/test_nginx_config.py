@@ -66,7 +66,12 @@ def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls):
     ).stdout
     assert "server 10.0.0.2:8000" in rendered and "server 10.0.0.3:8000" in rendered
     assert ("return 301 https://" in rendered) is tls
-    assert ("Strict-Transport-Security" in rendered) is tls
+    # On the server and again in each error location, whose own headers replace it.
+    hsts_lines = rendered.count('add_header Strict-Transport-Security "max-age=63072000" always;')
+    assert (
+        hsts_lines
+        == (1 + rendered.count("location @") + rendered.count("location = /_errors")) * tls
+    )
     # Production names Debian's www-data; this check runs wherever nginx -t can.
     (prefix / "nginx.conf").write_text(rendered.replace("user www-data;", ""))
     check = subprocess.run(
