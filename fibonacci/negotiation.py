@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
@@ -21,7 +22,7 @@ _Key = tuple[tuple[type[BaseRenderer], ...], str | None, str]
 
 
 class MemoizedContentNegotiation(DefaultContentNegotiation):
-    """DRF's default negotiation, memoized; failures (406, 404) are never cached."""
+    """DRF's default negotiation, memoized; failures (406, 400) are never cached."""
 
     _choices: dict[_Key, tuple[int, str]] = {}
 
@@ -48,3 +49,14 @@ class MemoizedContentNegotiation(DefaultContentNegotiation):
                 self._choices[key] = choice
         index, media_type = choice
         return renderers[index], media_type
+
+    def filter_renderers(
+        self, renderers: Iterable[BaseRenderer], format: str
+    ) -> list[BaseRenderer]:
+        """The renderers for `?format=`; an unknown one is the client's mistake: a 400."""
+        renderers = list(renderers)
+        matching = [renderer for renderer in renderers if renderer.format == format]
+        if not matching:
+            allowed = ", ".join(sorted(str(renderer.format) for renderer in renderers))
+            raise ValidationError({"format": [f"format must be one of: {allowed}."]})
+        return matching

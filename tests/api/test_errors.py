@@ -113,8 +113,9 @@ def test_write_methods_are_not_allowed(client, method, path):
     assert set(response["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
 
 
-def test_unknown_format_is_404_problem(client):
-    assert_problem(client.get(URL, {"n": 5, "format": "xml"}), 404)
+def test_unknown_format_is_400_problem_naming_the_formats(client):
+    body = assert_problem(client.get(URL, {"n": 5, "format": "xml"}), 400)
+    assert body["errors"]["format"] == ["format must be one of: api, json, text."]
 
 
 def test_unacceptable_accept_header_is_406_problem(client):

@@ -135,7 +135,7 @@ def test_large_is_judged_by_response_size(client, limits, query, large):
     ("request_kwargs", "status"),
     [
         ({"HTTP_ACCEPT": "application/xml"}, 406),
-        ({"data": {"n": 5, "format": "xml"}}, 404),
+        ({"data": {"n": 5, "format": "xml"}}, 400),
         ({"data": {"n": "-1"}}, 400),
     ],
 )
