@@ -59,3 +59,21 @@ def test_concurrent_increments_are_exact(counters):
     for thread in threads:
         thread.join()
     assert counters.get("shared") == 400
+
+
+def test_counting_survives_a_flushed_script_cache(counters, redis_url):
+    counters.add("s", 1, 60)
+    assert counters.incr("s") == 1
+    redis.Redis.from_url(redis_url).script_flush()
+    counters.add("s", 1, 60)
+    assert counters.incr("s") == 2
+
+
+def test_counting_survives_a_dropped_connection(counters, redis_url):
+    counters.add("d", 1, 60)
+    assert counters.incr("d") == 1
+    # The server closes the connection the cache keeps, as a Redis restart would.
+    host, port = counters._local.connection._sock.getsockname()[:2]
+    redis.Redis.from_url(redis_url).client_kill(f"{host}:{port}")
+    counters.add("d", 1, 60)
+    assert counters.incr("d") == 2
