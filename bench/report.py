@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from loadgen import WrkResult
@@ -72,6 +72,34 @@ def ratio_check(*, section: str, case: str, ratio: float, minimum: float | None)
         target=f">= {minimum:.2f}" if minimum is not None else "-",
         passed=None if minimum is None else ratio >= minimum,
     )
+
+
+def report_ratio_table(
+    *,
+    section: str,
+    title: str,
+    results: Mapping[int, Mapping[str, WrkResult]],
+    servers: Sequence[str],
+    server_header: str,
+    targets: Mapping[int, float | None],
+) -> list[TargetCheck]:
+    """Print one row per (n, server), the ratio of the last server to the one before it on
+    the last row of each n, and return the ratio checks."""
+    subject, baseline = servers[-1], servers[-2]
+    rows, checks = [], []
+    for n, best in results.items():
+        ratio = best[subject].requests_per_s / best[baseline].requests_per_s
+        check = ratio_check(
+            section=section, case=f"{subject}/{baseline} n={n}", ratio=ratio, minimum=targets[n]
+        )
+        checks.append(check)
+        for name in servers:
+            rows.append([f"n={n}", name, *load_cells(best[name]), ""])
+        rows[-1][-1] = f"{ratio:.2f} (target {check.target}) {check.verdict}"
+    print_table(
+        title=title, headers=["n", server_header, *LOAD_HEADERS, f"{subject}/{baseline}"], rows=rows
+    )
+    return checks
 
 
 def print_summary(checks: Sequence[TargetCheck], errors: Sequence[str]) -> None:

@@ -18,7 +18,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 from loadgen import LoadSettings, WrkResult, alternate, warm_up
-from report import LOAD_HEADERS, TargetCheck, load_cells, print_table, ratio_check
+from report import (
+    LOAD_HEADERS,
+    TargetCheck,
+    load_cells,
+    print_table,
+    ratio_check,
+    report_ratio_table,
+)
 from responses import SIZES, capture, url_path, verify_same
 from servers import (
     APP_SPEC,
@@ -149,25 +156,17 @@ def report_app(
     results: Mapping[int, Mapping[str, WrkResult]], ctx: BenchContext
 ) -> list[TargetCheck]:
     """Print the app section's table; its ratio checks."""
-    rows, checks = [], []
-    for n, best in results.items():
-        ratio = best["app"].requests_per_s / best["bare"].requests_per_s
-        check = ratio_check(
-            section="app", case=f"app/bare n={n}", ratio=ratio, minimum=APP_TARGETS[n]
-        )
-        checks.append(check)
-        for name in ("bare", "app"):
-            rows.append([f"n={n}", name, *load_cells(best[name]), ""])
-        rows[-1][-1] = f"{ratio:.2f} (target {check.target}) {check.verdict}"
-    print_table(
+    return report_ratio_table(
+        section="app",
         title=(
             f"== app: fibproject.wsgi (limiter and request log off) vs bare WSGI callable, "
             f"gunicorn sync x{ctx.workers} --preload; best of {ctx.load.rounds} alternating rounds"
         ),
-        headers=["n", "server", *LOAD_HEADERS, "app/bare"],
-        rows=rows,
+        results=results,
+        servers=("bare", "app"),
+        server_header="server",
+        targets=APP_TARGETS,
     )
-    return checks
 
 
 def on_off_section(

@@ -11,7 +11,11 @@ from collections.abc import Mapping, Sequence
 
 from frontend import STATIC, StaticBodies, behind_nginx
 from loadgen import WrkResult, alternate, run_wrk, warm_up
-from report import LOAD_HEADERS, TargetCheck, load_cells, print_table, ratio_check
+from report import (
+    TargetCheck,
+    print_table,
+    report_ratio_table,
+)
 from responses import SIZES, capture, verify_same
 from sections import (
     BENCH_DATABASE_URL,
@@ -74,26 +78,18 @@ def report_stack(
     results: Mapping[int, Mapping[str, WrkResult]], ctx: BenchContext
 ) -> list[TargetCheck]:
     """Print the stack table; the full/bare ratio checks."""
-    rows, checks = [], []
-    for n, best in results.items():
-        ratio = best["full"].requests_per_s / best["bare"].requests_per_s
-        check = ratio_check(
-            section="stack", case=f"full/bare n={n}", ratio=ratio, minimum=STACK_TARGETS[n]
-        )
-        checks.append(check)
-        for name in (STATIC, "bare", "full"):
-            rows.append([f"n={n}", name, *load_cells(best[name]), ""])
-        rows[-1][-1] = f"{ratio:.2f} (target {check.target}) {check.verdict}"
-    print_table(
+    return report_ratio_table(
+        section="stack",
         title=(
             "== stack: through nginx: static file / bare callable / full app "
             f"(limiter on Redis, log on PostgreSQL), gunicorn sync x{ctx.workers} --preload; "
             f"best of {ctx.load.rounds} alternating rounds"
         ),
-        headers=["n", "behind nginx", *LOAD_HEADERS, "full/bare"],
-        rows=rows,
+        results=results,
+        servers=(STATIC, "bare", "full"),
+        server_header="behind nginx",
+        targets=STACK_TARGETS,
     )
-    return checks
 
 
 def report_peak_memory(memory: Mapping[str, Sequence[ProcessMemory]]) -> None:

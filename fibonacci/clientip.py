@@ -22,6 +22,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UNIX_SOCKET = "unix"
 # What an unidentifiable peer is called; all of them share one budget.
 UNKNOWN = "unknown"
+# Where client_ip() keeps its answer for the rest of the request.
+_RESOLVED_KEY = "fibonacci.client_ip"
 
 
 @functools.lru_cache(maxsize=8)
@@ -63,13 +65,24 @@ def is_from_trusted_proxy(request: HttpRequest) -> bool:
 
 
 def client_ip(request: HttpRequest) -> str:
-    """The client's address as a string, or `unknown` when there is none to be had."""
-    remote_addr = request.META.get("REMOTE_ADDR") or ""
-    if _is_trusted(remote_addr, tuple(settings.FIB_TRUSTED_PROXIES)):
+    """The client's address as a string, or `unknown` when there is none to be had.
+
+    Resolved once per request (the rate limiter and the request log both ask)
+    and kept in the WSGI environ under a key of ours.
+    """
+    resolved: str | None = request.META.get(_RESOLVED_KEY)
+    if resolved is None:
+        resolved = _resolve(request)
+        request.META[_RESOLVED_KEY] = resolved
+    return resolved
+
+
+def _resolve(request: HttpRequest) -> str:
+    if is_from_trusted_proxy(request):
         forwarded = _parse(request.META.get("HTTP_X_REAL_IP", ""))
         if forwarded is not None:
             return str(forwarded)
-    address = _parse(remote_addr)
+    address = _parse(request.META.get("REMOTE_ADDR") or "")
     return str(address) if address is not None else UNKNOWN
 
 

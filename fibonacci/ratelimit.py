@@ -1,9 +1,9 @@
 """Per-client rate limits: django-ratelimit counters, 429s and the RateLimit headers.
 
 Every API request spends one unit of the client's `default` budget
-(FIB_RATE_LIMIT); a large request (a window of more than FIB_LARGE_N terms, or
-a term past FIB_LARGE_INDEX) also spends one of the stricter `large` budget
-(FIB_RATE_LIMIT_LARGE), because response size grows with the square of n.
+(FIB_RATE_LIMIT); a large request (see is_large) also spends one of the
+stricter `large` budget (FIB_RATE_LIMIT_LARGE), because response size grows
+with the square of n.
 Counters live in the `ratelimit` cache: Redis (shared by every worker and
 machine, see fibonacci.counters) when REDIS_URL is set, else a local-memory
 cache that only counts within one process.
@@ -15,6 +15,7 @@ answers 503 instead.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -23,12 +24,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpResponseBase
 from django_ratelimit.core import get_usage
+from rest_framework import exceptions
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from .clientip import client_ip, rate_limit_key
@@ -74,7 +74,6 @@ class _Outage:
     """Per-process memory of a counter failure, so it is logged once per interval."""
 
     until = 0.0
-    failures = 0
 
     @classmethod
     def active(cls) -> bool:
@@ -82,7 +81,6 @@ class _Outage:
 
     @classmethod
     def record(cls, exc: Exception) -> None:
-        cls.failures += 1
         cls.until = time.monotonic() + OUTAGE_RETRY_SECONDS
         logger.error(
             "rate-limit counters unavailable (%s: %s); %s for %.0f s",
@@ -103,11 +101,12 @@ def limiter_state() -> str:
     return "ok"
 
 
-def _window_seconds(rate: str) -> tuple[int, int]:
+@functools.lru_cache(maxsize=8)
+def _window_seconds(rate: str) -> int:
     # Rates are validated at start-up (settings._env_rate): COUNT/[MULTIPLIER]UNIT.
-    count, _, period = rate.partition("/")
+    period = rate.partition("/")[2]
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return int(count), int(period[:-1] or 1) * units[period[-1]]
+    return int(period[:-1] or 1) * units[period[-1]]
 
 
 def is_large(request: Request, view: APIView) -> bool:
@@ -131,31 +130,29 @@ def is_large(request: Request, view: APIView) -> bool:
 
 
 def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
-    quota, window_seconds = _window_seconds(rate)
     usage: dict[str, Any] = get_usage(
         request, group=f"fibonacci.{name}", key=lambda group, req: key, rate=rate, increment=True
     )
-    count = int(usage["count"])
     return Usage(
         name=name,
-        quota=quota,
-        window_seconds=window_seconds,
-        remaining=max(0, quota - count),
+        quota=usage["limit"],
+        window_seconds=_window_seconds(rate),
+        remaining=max(0, usage["limit"] - usage["count"]),
         # The window still holds during its last second: it resets one second later.
-        reset_seconds=max(1, int(usage["time_left"]) + 1),
-        exceeded=bool(usage["should_limit"]),
+        reset_seconds=max(1, usage["time_left"] + 1),
+        exceeded=usage["should_limit"],
     )
 
 
-class ClientRateThrottle(BaseThrottle):
-    """DRF throttle spending the client's budgets in django-ratelimit's counters."""
+def spend_budgets(request: Request, view: APIView) -> list[Usage]:
+    """Spend the client's budgets for this request; raise Throttled when one is exhausted.
 
-    def allow_request(self, request: Request, view: APIView) -> bool:
-        self.wait_seconds: int | None = None
-        if not settings.FIB_RATE_LIMIT_ENABLED:
-            return True
-        if _Outage.active():
-            return self._outage_answer()
+    Returns what was spent (nothing when limiting is off or the counters are
+    down and failing open); raises RateLimiterUnavailable when failing closed.
+    """
+    if not settings.FIB_RATE_LIMIT_ENABLED:
+        return []
+    if not _Outage.active():
         key = rate_limit_key(client_ip(request))
         try:
             usages = [_spend(request, name="default", rate=settings.FIB_RATE_LIMIT, key=key)]
@@ -165,55 +162,57 @@ class ClientRateThrottle(BaseThrottle):
                 )
         except Exception as exc:  # noqa: BLE001 - any cache failure is an outage
             _Outage.record(exc)
-            return self._outage_answer()
-        request._request.rate_limit_usages = usages  # type: ignore[attr-defined]
-        exceeded = [usage for usage in usages if usage.exceeded]
-        if exceeded:
-            self.wait_seconds = max(usage.reset_seconds for usage in exceeded)
-            return False
-        return True
-
-    def _outage_answer(self) -> bool:
-        if settings.FIB_RATE_LIMIT_FAIL_CLOSED:
-            raise RateLimiterUnavailable()
-        return True
-
-    def wait(self) -> float | None:
-        """Seconds until the exhausted window resets: DRF sends it as Retry-After."""
-        return self.wait_seconds
+        else:
+            exceeded = [usage.reset_seconds for usage in usages if usage.exceeded]
+            if exceeded:
+                raise Throttled(wait=max(exceeded), usages=usages)
+            return usages
+    if settings.FIB_RATE_LIMIT_FAIL_CLOSED:
+        raise RateLimiterUnavailable()
+    return []
 
 
-def add_rate_limit_headers(*, request: Request, response: HttpResponseBase) -> None:
-    """IETF RateLimit-Policy and RateLimit fields for the budgets this request spent."""
-    usages: list[Usage] = getattr(request._request, "rate_limit_usages", [])
+def rate_limit_headers(usages: Sequence[Usage]) -> dict[str, str]:
+    """IETF RateLimit-Policy and RateLimit fields for the budgets a request spent."""
     if not usages:
-        return
-    response["RateLimit-Policy"] = ", ".join(
-        f'"{u.name}";q={u.quota};w={u.window_seconds}' for u in usages
-    )
-    response["RateLimit"] = ", ".join(
-        f'"{u.name}";r={u.remaining};t={u.reset_seconds}' for u in usages
-    )
+        return {}
+    return {
+        "RateLimit-Policy": ", ".join(
+            f'"{u.name}";q={u.quota};w={u.window_seconds}' for u in usages
+        ),
+        "RateLimit": ", ".join(f'"{u.name}";r={u.remaining};t={u.reset_seconds}' for u in usages),
+    }
+
+
+class Throttled(exceptions.Throttled):
+    """429, carrying the budgets so the refusal has RateLimit fields like any answer."""
+
+    def __init__(self, *, wait: int, usages: list[Usage]) -> None:
+        super().__init__(wait=wait)
+        self.usages = usages
 
 
 class ClientRateLimitMixin:
     """For API views: per-client limits, 429 when spent, RateLimit headers on every answer."""
 
-    # Counted in initial(), before content negotiation: a request refused
-    # with 406 or 404 (unknown format) spends its budget too.
-    throttle_classes: Sequence[type[BaseThrottle]] = ()
+    rate_limit_usages: Sequence[Usage] = ()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        throttle = ClientRateThrottle()
-        if not throttle.allow_request(request, self):  # type: ignore[arg-type]
-            self.throttled(request, throttle.wait())  # type: ignore[attr-defined]
+        # Counted before content negotiation: a request refused with 406, or
+        # 400 for an unknown format, spends its budget too.
+        try:
+            self.rate_limit_usages = spend_budgets(request, self)  # type: ignore[arg-type]
+        except Throttled as exc:
+            self.rate_limit_usages = exc.usages
+            raise
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        add_rate_limit_headers(request=request, response=response)
+        for name, value in rate_limit_headers(self.rate_limit_usages).items():
+            response[name] = value
         return response
 
 

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -426,9 +427,11 @@ class StackFactory:
             stack.stop_gunicorn(app.process, graceful_timeout=15)
 
 
-def _factory(
+@contextmanager
+def _running_factory(
     workdir: Path, static_root: Path, database_url: str, redis: tuple[str, str]
-) -> StackFactory:
+) -> Iterator[StackFactory]:
+    """A StackFactory whose processes are all stopped when the block ends."""
     redis_url, key_prefix = redis
     base_env = _django_env(database_url=database_url) | {
         "DJANGO_STATIC_ROOT": str(static_root),
@@ -438,7 +441,11 @@ def _factory(
         # nginx reaches gunicorn from loopback: only it may name the client.
         "FIB_TRUSTED_PROXIES": "127.0.0.1",
     }
-    return StackFactory(workdir, base_env, static_root, database_url)
+    factory = StackFactory(workdir, base_env, static_root, database_url)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
 
 
 @pytest.fixture
@@ -446,13 +453,9 @@ def stack_factory(
     e2e_workdir: Path, e2e_static_root: Path, e2e_database_url: str, e2e_redis: tuple[str, str]
 ) -> Iterator[StackFactory]:
     """Start processes for one test; all stopped when it ends."""
-    factory = _factory(
-        new_workdir(e2e_workdir, "test"), e2e_static_root, e2e_database_url, e2e_redis
-    )
-    try:
+    workdir = new_workdir(e2e_workdir, "test")
+    with _running_factory(workdir, e2e_static_root, e2e_database_url, e2e_redis) as factory:
         yield factory
-    finally:
-        factory.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -460,10 +463,6 @@ def module_stack_factory(
     e2e_workdir: Path, e2e_static_root: Path, e2e_database_url: str, e2e_redis: tuple[str, str]
 ) -> Iterator[StackFactory]:
     """Start processes shared by one test module; all stopped after it."""
-    factory = _factory(
-        new_workdir(e2e_workdir, "module"), e2e_static_root, e2e_database_url, e2e_redis
-    )
-    try:
+    workdir = new_workdir(e2e_workdir, "module")
+    with _running_factory(workdir, e2e_static_root, e2e_database_url, e2e_redis) as factory:
         yield factory
-    finally:
-        factory.stop_all()
