@@ -79,11 +79,18 @@ def client_ip(request: HttpRequest) -> str:
 
 def _resolve(request: HttpRequest) -> str:
     if is_from_trusted_proxy(request):
-        forwarded = _parse(request.META.get("HTTP_X_REAL_IP", ""))
+        forwarded = _canonical(request.META.get("HTTP_X_REAL_IP", ""))
         if forwarded is not None:
-            return str(forwarded)
-    address = _parse(request.META.get("REMOTE_ADDR") or "")
-    return str(address) if address is not None else UNKNOWN
+            return forwarded
+    return _canonical(request.META.get("REMOTE_ADDR") or "") or UNKNOWN
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(address: str) -> str | None:
+    # Parsing an address costs more than the rest of client_ip(); the same
+    # clients come back, and the bound keeps spoofed variety from growing it.
+    parsed = _parse(address)
+    return str(parsed) if parsed is not None else None
 
 
 @functools.lru_cache(maxsize=4096)

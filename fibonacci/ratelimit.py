@@ -122,11 +122,18 @@ def is_large(request: Request, view: APIView) -> bool:
         return value is not None and value > settings.FIB_LARGE_INDEX
     count = parse_decimal(request.query_params.get("n", ""), maximum=maximum)
     offset = parse_decimal(request.query_params.get("offset", "0"), maximum=maximum)
-    if count is None or offset is None or offset + count > maximum:
+    if not count or offset is None or offset + count > maximum:
         return False
     numbers = sequence_table(maximum).numbers
-    threshold = numbers.window_bytes(offset=0, count=min(settings.FIB_LARGE_N, maximum))
+    threshold = _large_window_bytes(maximum, settings.FIB_LARGE_N)
     return numbers.window_bytes(offset=offset, count=count) > threshold
+
+
+@functools.lru_cache(maxsize=8)
+def _large_window_bytes(table_size: int, large_n: int) -> int:
+    """The size a window must pass to be large: that of the first FIB_LARGE_N terms."""
+    numbers = sequence_table(table_size).numbers
+    return numbers.window_bytes(offset=0, count=min(large_n, table_size))
 
 
 def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:

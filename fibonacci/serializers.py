@@ -6,7 +6,6 @@ checked before `int()` so that a huge digit string costs nothing to reject.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -101,7 +100,15 @@ class QuerySerializer(serializers.Serializer):
     """
 
     def get_fields(self) -> dict[str, serializers.Field]:
-        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+        return {name: _shallow_copy(field) for name, field in self._declared_fields.items()}
+
+
+def _shallow_copy(field: serializers.Field) -> serializers.Field:
+    # What copy.copy() does for a plain object, without its generic
+    # __reduce_ex__ round trip (DRF's Field.__new__ would run again).
+    clone: serializers.Field = object.__new__(type(field))
+    clone.__dict__.update(field.__dict__)
+    return clone
 
 
 class SequenceQuerySerializer(QuerySerializer):

@@ -87,11 +87,13 @@ MIDDLEWARE = [
     # Outermost, so that it times and records every answer, 429s and 500s included.
     "fibonacci.requestlog.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, CSRF, auth and message middleware, skipped under /api/:
+    # only the admin needs them (see fibproject/middleware.py).
+    "fibproject.middleware.SiteSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "fibproject.middleware.LazyMessageMiddleware",
+    "fibproject.middleware.SiteCsrfViewMiddleware",
+    "fibproject.middleware.SiteAuthenticationMiddleware",
+    "fibproject.middleware.SiteMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
