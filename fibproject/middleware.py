@@ -19,7 +19,7 @@ from typing import Any
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseForbidden
 from django.middleware.csrf import CsrfViewMiddleware
 
 from fibonacci.errors import API_PREFIX
@@ -50,7 +50,7 @@ class SiteCsrfViewMiddleware(SiteOnlyMixin, CsrfViewMiddleware):
 
     def process_view(
         self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
-    ) -> HttpResponseBase | None:
+    ) -> HttpResponseForbidden | None:
         if is_public_api(request):
             return None
         return super().process_view(request, callback, callback_args, callback_kwargs)
