@@ -58,6 +58,9 @@ class FibonacciViewSet(ClientRateLimitMixin, viewsets.ViewSet):
     # Anything may reach the serializer, so a malformed index is a 400, not a 404.
     lookup_value_regex = "[^/]+"
 
+    def perform_authentication(self, request: Request) -> None:
+        """Nothing to authenticate; DRF's documented way to skip the per-request work."""
+
     def list(self, request: Request) -> HttpResponseBase:
         """F(offset) .. F(offset + n - 1)."""
         query = SequenceQuerySerializer(data=request.query_params)

@@ -60,3 +60,27 @@ def test_term_etag_and_304(client):
 
 def test_errors_are_not_cached(client):
     assert client.get(URL, {"n": -1})["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "status"),
+    [
+        ("HTTP_IF_NONE_MATCH", "*", 304),
+        ("HTTP_IF_MATCH", "*", 200),
+        ("HTTP_IF_MATCH", '"some-other-version"', 412),
+        # No Last-Modified on these answers. Django then ignores If-Modified-Since
+        # but fails If-Unmodified-Since (RFC 9110 says to ignore it too).
+        ("HTTP_IF_MODIFIED_SINCE", "Sat, 01 Jan 2000 00:00:00 GMT", 200),
+        ("HTTP_IF_UNMODIFIED_SINCE", "Sat, 01 Jan 2000 00:00:00 GMT", 412),
+    ],
+)
+def test_every_precondition_header_is_evaluated(client, header, value, status):
+    response = client.get(URL, {"n": 10}, **{header: value})
+    assert response.status_code == status
+    if status == 412:
+        assert response["Content-Type"] == "application/problem+json"
+
+
+def test_if_match_with_the_current_etag_passes(client):
+    etag = client.get(URL, {"n": 10})["ETag"]
+    assert client.get(URL, {"n": 10}, HTTP_IF_MATCH=etag).status_code == 200
