@@ -9,13 +9,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .errors import problem_response
+from .renderers import PreparedBytesRenderer
 from .services import SequenceSlice, Term
 
 # Bump when the bytes of any representation change, so old ETags stop matching.
 REPRESENTATION_VERSION = "1"
 
-# The browsable API page embeds per-user details: it is neither tagged nor shared.
-_CACHEABLE_FORMATS = frozenset({"json", "text"})
 # The request headers that can make an answer a 304 or a 412.
 _PRECONDITIONS = frozenset(
     {"HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE"}
@@ -24,12 +23,13 @@ _PRECONDITIONS = frozenset(
 
 def immutable_response(request: Request, payload: SequenceSlice | Term) -> HttpResponseBase:
     """200 with ETag and Cache-Control, or 304 when the client already holds it."""
-    renderer_format = request.accepted_renderer.format
-    if renderer_format not in _CACHEABLE_FORMATS:
+    renderer = request.accepted_renderer
+    if not isinstance(renderer, PreparedBytesRenderer):
+        # The browsable API page embeds per-user details: neither tagged nor shared.
         return Response(payload)
     # The ETag is derived from what determines the bytes; hashing a 10 MB body
     # per request would cost more than producing it.
-    etag = f'"v{REPRESENTATION_VERSION}.{renderer_format}.{payload.cache_key}"'
+    etag = f'"v{REPRESENTATION_VERSION}.{renderer.format}.{payload.cache_key}"'
     headers = {
         "ETag": etag,
         "Cache-Control": f"public, max-age={settings.FIB_CACHE_MAX_AGE}",
@@ -48,12 +48,14 @@ def immutable_response(request: Request, payload: SequenceSlice | Term) -> HttpR
         return not_modified
     # Rendered here rather than through DRF's template response: the renderer
     # only wraps prepared bytes, and the response object is the costly part.
-    renderer = request.accepted_renderer
     content_type = renderer.media_type
     if renderer.charset:
         content_type = f"{content_type}; charset={renderer.charset}"
-    return HttpResponse(
-        renderer.render(payload, request.accepted_media_type),
-        content_type=content_type,
-        headers=headers,
-    )
+    first, *rest = renderer.render_pieces(payload)
+    headers["Content-Length"] = str(len(first) + sum(map(len, rest)))
+    response = HttpResponse(first, content_type=content_type, headers=headers)
+    # The pieces of a large window go to the server as they are: HttpResponse
+    # yields what was written to it one by one (joining happens only if
+    # someone reads .content, which is why Content-Length is set above).
+    response.writelines(rest)
+    return response

@@ -1,7 +1,10 @@
 """JSON and text renderers that wrap the prepared bytes of the service layer.
 
-A sequence window or a term arrives already serialized; rendering is one
-`bytes` formatting operation, never a walk over Python integers.
+A sequence window or a term arrives already serialized; rendering puts an
+envelope around it, never walks over Python integers. A large window stays in
+the pieces the service handed over (whole blocks of the prepared table), so
+the server writes them out without the window ever being copied into one
+buffer.
 """
 
 from __future__ import annotations
@@ -14,8 +17,30 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from .services import SequenceSlice, Term
 
 
-class FibonacciJSONRenderer(JSONRenderer):
+def _enveloped(head: bytes, items: list[bytes], tail: bytes) -> list[bytes]:
+    # A window of one piece is small: one buffer, one write. A larger one keeps
+    # its pieces, shared with the table, and gets its envelope as two more.
+    if len(items) <= 1:
+        return [b"".join((head, *items, tail))]
+    return [head, *items, tail]
+
+
+class PreparedBytesRenderer(BaseRenderer):
+    """A renderer whose answers for windows and terms are pieces of prepared bytes."""
+
+    def render_pieces(self, data: SequenceSlice | Term) -> list[bytes]:
+        """The body for a window or a term, as consecutive pieces."""
+        raise NotImplementedError
+
+
+class FibonacciJSONRenderer(PreparedBytesRenderer, JSONRenderer):
     """`application/json`: exact integers (or strings) written from prepared bytes."""
+
+    def render_pieces(self, data: SequenceSlice | Term) -> list[bytes]:
+        if isinstance(data, SequenceSlice):
+            head = b'{"n":%d,"offset":%d,"sequence":[' % (data.count, data.offset)
+            return _enveloped(head, data.json_items(), b"]}")
+        return [b'{"index":%d,"value":%b}' % (data.index, data.json_value())]
 
     def render(
         self,
@@ -23,32 +48,31 @@ class FibonacciJSONRenderer(JSONRenderer):
         accepted_media_type: str | None = None,
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
-        if isinstance(data, SequenceSlice):
-            # One join: the window (up to ~10 MB) is copied once, not twice.
-            head = b'{"n":%d,"offset":%d,"sequence":[' % (data.count, data.offset)
-            return b"".join((head, data.json_items(), b"]}"))
-        if isinstance(data, Term):
-            return b'{"index":%d,"value":%b}' % (data.index, data.json_value())
+        if isinstance(data, SequenceSlice | Term):
+            return b"".join(self.render_pieces(data))
         return super().render(data, accepted_media_type, renderer_context)
 
 
-class FibonacciTextRenderer(BaseRenderer):
+class FibonacciTextRenderer(PreparedBytesRenderer):
     """`text/plain`: the numbers separated by spaces, then a newline."""
 
     media_type = "text/plain"
     format = "text"
     charset = "utf-8"
 
+    def render_pieces(self, data: SequenceSlice | Term) -> list[bytes]:
+        if isinstance(data, SequenceSlice):
+            return _enveloped(b"", data.text_items(), b"\n")
+        return [data.digits + b"\n"]
+
     def render(
         self,
         data: Any,
         accepted_media_type: str | None = None,
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
-        if isinstance(data, SequenceSlice):
-            return b"".join((data.text_items(), b"\n"))
-        if isinstance(data, Term):
-            return data.digits + b"\n"
+        if isinstance(data, SequenceSlice | Term):
+            return b"".join(self.render_pieces(data))
         if data is None:
             return b""
         return f"{data}\n".encode()

@@ -1,8 +1,7 @@
 """WSGI entry point for gunicorn.
 
 The prepared sequence is built here, at import, so that gunicorn's
-`preload_app` builds it once in the master and the forked workers share it;
-the allocator is tuned here too, before the workers fork.
+`preload_app` builds it once in the master and the forked workers share it.
 """
 
 import os
@@ -15,8 +14,6 @@ application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402 - needs the settings module set above
 
-from fibonacci.allocator import keep_large_buffers_in_heap  # noqa: E402
 from fibonacci.services import sequence_table  # noqa: E402
 
-table = sequence_table(settings.FIB_MAX_N)
-keep_large_buffers_in_heap(largest_response_bytes=table.memory_bytes // 3)
+sequence_table(settings.FIB_MAX_N)

@@ -29,6 +29,15 @@ def request_id(request: HttpRequest) -> str:
     return uuid.uuid4().hex
 
 
+def body_bytes(request: HttpRequest, response: HttpResponseBase) -> int:
+    """The size of the body sent: Content-Length when set (reading .content would
+    join a large answer's pieces), 0 for HEAD and for streamed answers."""
+    if request.method == "HEAD" or not isinstance(response, HttpResponse):
+        return 0
+    length = response.get("Content-Length")
+    return int(length) if length is not None else len(response.content)
+
+
 class RequestLogMiddleware:
     """Adds X-Request-ID to every API response and queues one record per request.
 
@@ -63,10 +72,7 @@ class RequestLogMiddleware:
                 response.status_code,
                 client_ip(request),
                 request.META.get("HTTP_USER_AGENT", ""),
-                # HEAD answers carry no body, whatever the view produced.
-                len(response.content)
-                if isinstance(response, HttpResponse) and request.method != "HEAD"
-                else 0,
+                body_bytes(request, response),
                 rid,
             )
         )

@@ -208,3 +208,10 @@ def test_api_keeps_answering_while_the_log_cannot_be_written(client, monkeypatch
     assert requestlog.flush() == 0
     assert client.get(URL, {"n": "3"}).status_code == 200
     assert requestlog.stats()["buffered"] == 2
+
+
+def test_a_large_answer_is_recorded_with_its_full_size(client, settings):
+    settings.FIB_MAX_N = 3_000
+    response = client.get(URL, {"n": 3_000})
+    [log] = _logged()
+    assert log.response_bytes == len(response.content) > 256 * 1024

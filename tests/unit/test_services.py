@@ -8,9 +8,18 @@ import sys
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fibonacci import services
-from fibonacci.services import NumberStyle, fibonacci, sequence_window, term, to_decimal
+from fibonacci.services import (
+    NumberStyle,
+    SerializedSequence,
+    fibonacci,
+    sequence_window,
+    term,
+    to_decimal,
+)
 from tests.conftest import reference_fibonacci
 
 REFERENCE = reference_fibonacci(25_001)  # F(25000) has 5,225 digits: past the str() limit
@@ -71,7 +80,7 @@ def test_to_decimal_keeps_zeros_at_split_points(value):
 
 def test_window_numbers_equal_the_reference():
     window = sequence_window(offset=0, count=2_000, table_size=3_000)
-    assert json.loads(b"[" + window.json_items() + b"]") == REFERENCE[:2_000]
+    assert json.loads(b"[" + b"".join(window.json_items()) + b"]") == REFERENCE[:2_000]
 
 
 @pytest.mark.parametrize(("offset", "count"), [(0, 0), (0, 1), (3, 5), (2_990, 10), (1_234, 1)])
@@ -81,9 +90,9 @@ def test_window_forms_agree_with_the_reference(offset, count):
     strings = sequence_window(
         offset=offset, count=count, table_size=3_000, style=NumberStyle.STRING
     )
-    assert json.loads(b"[" + numbers.json_items() + b"]") == expected
-    assert json.loads(b"[" + strings.json_items() + b"]") == [str(n) for n in expected]
-    assert [int(n) for n in bytes(numbers.text_items()).split()] == expected
+    assert json.loads(b"[" + b"".join(numbers.json_items()) + b"]") == expected
+    assert json.loads(b"[" + b"".join(strings.json_items()) + b"]") == [str(n) for n in expected]
+    assert [int(n) for n in b"".join(numbers.text_items()).split()] == expected
 
 
 def test_window_outside_the_table_is_refused():
@@ -107,3 +116,33 @@ def test_table_memory_is_three_copies_of_the_digits():
     separators = 999
     quotes = 2 * 1_000
     assert table.memory_bytes == 3 * (digit_count + separators) + quotes
+
+
+ITEMS = [str(number).encode() for number in REFERENCE[:400]]
+
+
+@given(
+    block_bytes=st.integers(min_value=1, max_value=5_000),
+    offset=st.integers(min_value=0, max_value=len(ITEMS)),
+    count=st.integers(min_value=0, max_value=len(ITEMS)),
+)
+def test_window_pieces_join_to_the_window_for_any_block_size(block_bytes, offset, count):
+    count = min(count, len(ITEMS) - offset)
+    sequence = SerializedSequence(items=ITEMS, separator=b",", block_bytes=block_bytes)
+    pieces = sequence.window_pieces(offset=offset, count=count)
+    expected = b",".join(ITEMS[offset : offset + count])
+    assert b"".join(pieces) == expected
+    assert sequence.window_bytes(offset=offset, count=count) == len(expected)
+    if len(expected) <= block_bytes:
+        assert len(pieces) <= 1  # small windows are one buffer
+    assert all(pieces)  # no empty writes
+
+
+def test_a_large_window_shares_the_table_blocks_instead_of_copying_them():
+    sequence = SerializedSequence(items=ITEMS, separator=b",", block_bytes=1_000)
+    pieces = sequence.window_pieces(offset=100, count=250)
+    table_blocks = sequence.window_pieces(offset=0, count=len(ITEMS))
+    shared = [piece for piece in pieces if any(piece is block for block in table_blocks)]
+    assert len(pieces) > 3
+    assert shared == pieces[1:-1]  # every inner piece is a block of the table itself
+    assert len(pieces[0]) <= 1_000 and len(pieces[-1]) <= 1_000  # only the ends are copies
