@@ -102,11 +102,14 @@ def limiter_state() -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _window_seconds(rate: str) -> int:
-    # Rates are validated at start-up (settings._env_rate): COUNT/[MULTIPLIER]UNIT.
-    period = rate.partition("/")[2]
+def _parse_rate(rate: str) -> tuple[int, int]:
+    """`120/m` -> (120, 60): the form django-ratelimit takes without re-parsing per call.
+
+    Rates are validated at start-up (settings._env_rate): COUNT/[MULTIPLIER]UNIT.
+    """
+    count, _, period = rate.partition("/")
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return int(period[:-1] or 1) * units[period[-1]]
+    return int(count), int(period[:-1] or 1) * units[period[-1]]
 
 
 def is_large(request: Request, view: APIView) -> bool:
@@ -137,13 +140,18 @@ def _large_window_bytes(table_size: int, large_n: int) -> int:
 
 
 def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
+    quota, window_seconds = _parse_rate(rate)
     usage: dict[str, Any] = get_usage(
-        request, group=f"fibonacci.{name}", key=lambda group, req: key, rate=rate, increment=True
+        request,
+        group=f"fibonacci.{name}",
+        key=lambda group, req: key,
+        rate=(quota, window_seconds),
+        increment=True,
     )
     return Usage(
         name=name,
         quota=usage["limit"],
-        window_seconds=_window_seconds(rate),
+        window_seconds=window_seconds,
         remaining=max(0, usage["limit"] - usage["count"]),
         # The window still holds during its last second: it resets one second later.
         reset_seconds=max(1, usage["time_left"] + 1),

@@ -231,3 +231,21 @@ def test_unreachable_counters_fail_closed_with_503(client, limits, unreachable_c
     assert response["Content-Type"] == "application/problem+json"
     assert int(response["Retry-After"]) > 0
     assert _get(client).status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("rate", "policy"),
+    [
+        ("7/s", "q=7;w=1"),
+        ("100/5m", "q=100;w=300"),
+        ("2/h", "q=2;w=3600"),
+        ("9/2d", "q=9;w=172800"),
+    ],
+)
+def test_every_rate_form_is_announced_with_its_window(client, settings, rate, policy):
+    settings.FIB_RATE_LIMIT = rate
+    response = client.get("/api/v1/fibonacci/", {"n": 1})
+    assert response["RateLimit-Policy"] == f'"default";{policy}'
+    remaining, reset = re.fullmatch(r'"default";r=(\d+);t=(\d+)', response["RateLimit"]).groups()
+    assert int(remaining) == int(policy[2:].split(";")[0]) - 1
+    assert 1 <= int(reset) <= int(policy.rpartition("=")[2])
