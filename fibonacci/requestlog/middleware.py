@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 from django.conf import settings
@@ -22,11 +22,13 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def request_id(request: HttpRequest) -> str:
-    """Our proxy's X-Request-ID when it sent a sane one, else a new uuid4 hex."""
+    """Our proxy's X-Request-ID when it sent a sane one, else 32 random hex digits.
+
+    The same form as nginx's $request_id; cheaper than formatting a uuid4."""
     given: str = request.META.get("HTTP_X_REQUEST_ID", "")
     if given and _REQUEST_ID.fullmatch(given) and is_from_trusted_proxy(request):
         return given
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def body_bytes(request: HttpRequest, response: HttpResponseBase) -> int:

@@ -10,6 +10,7 @@ import redis
 from django.core.cache import caches
 from django.test import RequestFactory
 from django_ratelimit.core import get_usage
+from redis.connection import Connection
 
 from tests.conftest import redis_caches
 
@@ -77,3 +78,11 @@ def test_counting_survives_a_dropped_connection(counters, redis_url):
     redis.Redis.from_url(redis_url).client_kill(f"{host}:{port}")
     counters.add("d", 1, 60)
     assert counters.incr("d") == 2
+
+
+@pytest.mark.parametrize("key", ["rl:plain", "rl:é-non-ascii", "rl:" + "x" * 300])
+def test_the_prepared_command_is_what_redis_py_would_send(key):
+    from fibonacci.counters import _SCRIPT_SHA, _evalsha_command
+
+    expected = b"".join(Connection().pack_command("EVALSHA", _SCRIPT_SHA, 1, key, 70))
+    assert _evalsha_command(key, 70) == expected
