@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import reference_fibonacci
 
-from .conftest import http_request, wait_for_log
+from .conftest import http_request, new_client_address, wait_for_log
 
 # Low enough to reach in a test, high enough for each test's other requests:
 # every test speaks from an address of its own, so budgets never mix.
@@ -251,3 +251,25 @@ def test_nginx_outer_shield_answers_429_problem_json(module_stack_factory, app, 
     assert 503 not in statuses
     other = http_request(strict.port, "/healthz", source="127.0.0.1")
     assert other.status == 200, "the shield counts per address"
+
+
+@pytest.mark.parametrize("via", ["nginx", "gunicorn"])
+def test_the_largest_window_arrives_whole_and_exact(nginx, app, client_address, via):
+    # Sent by gunicorn as the prepared table's blocks, not as one buffer.
+    port = nginx.port if via == "nginx" else app.port
+    reference = reference_fibonacci(10_000)
+
+    reply = http_request(port, "/api/v1/fibonacci/?n=10000", source=client_address)
+    assert reply.status == 200
+    assert reply.header("Content-Length") == str(len(reply.body))
+    assert reply.json() == {"n": 10_000, "offset": 0, "sequence": reference}
+
+    path = "/api/v1/fibonacci/?n=6000&offset=4000&format=text"
+    text = http_request(port, path, source=client_address)
+    assert text.header("Content-Length") == str(len(text.body))
+    assert [int(number) for number in text.body.split()] == reference[4_000:]
+
+    head = http_request(port, path, source=new_client_address(), method="HEAD")
+    assert head.status == 200
+    assert head.body == b""
+    assert head.header("Content-Length") == str(len(text.body))
