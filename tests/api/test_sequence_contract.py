@@ -121,15 +121,19 @@ def _decimal(value: int) -> str:
     return "".join(reversed(chunks)).lstrip("0") or "0"
 
 
-@pytest.mark.parametrize("format_", ["json", "text"])
-def test_a_window_of_many_blocks_is_exact_and_sent_in_pieces(client, settings, format_):
+@pytest.mark.parametrize(
+    "query", [{"format": "json"}, {"format": "json", "numbers": "string"}, {"format": "text"}]
+)
+def test_a_window_of_many_blocks_is_exact_and_sent_in_pieces(client, settings, query):
     settings.FIB_MAX_N = 3_000
-    response = client.get(URL, {"n": 2_900, "offset": 50, "format": format_})
+    response = client.get(URL, {"n": 2_900, "offset": 50, **query})
     pieces = list(response)  # what the WSGI server is handed, write by write
     body = b"".join(pieces)
     assert len(pieces) > 3  # the prepared table's blocks, not one joined copy
     assert int(response["Content-Length"]) == len(body)
-    if format_ == "json":
+    if query.get("numbers") == "string":
+        assert json.loads(body)["sequence"] == [str(n) for n in REFERENCE[50:2_950]]
+    elif query["format"] == "json":
         assert json.loads(body)["sequence"] == REFERENCE[50:2_950]
     else:
         assert [int(number) for number in body.split()] == REFERENCE[50:2_950]
