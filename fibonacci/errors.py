@@ -97,7 +97,8 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> HttpRes
 
 
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith(API_PREFIX)
+    # path_info, as the middleware judges it: the path below any SCRIPT_NAME prefix.
+    return request.path_info.startswith(API_PREFIX)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -14,13 +14,14 @@ from typing import Any
 
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
-from .services import SequenceSlice, Term
+from .services import BLOCK_BYTES, SequenceSlice, Term
 
 
 def _enveloped(head: bytes, items: list[bytes], tail: bytes) -> list[bytes]:
-    # A window of one piece is small: one buffer, one write. A larger one keeps
-    # its pieces, shared with the table, and gets its envelope as two more.
-    if len(items) <= 1:
+    # A window up to a block's size is small: one copy into one buffer, one
+    # write. A larger one keeps its pieces, shared with the table, and gets its
+    # envelope as two more.
+    if sum(map(len, items)) <= BLOCK_BYTES:
         return [b"".join((head, *items, tail))]
     return [head, *items, tail]
 

@@ -76,7 +76,7 @@ def to_decimal(value: int) -> str:
 
 # The serialized sequence is kept in blocks of this size. A window spanning
 # several blocks is answered with the blocks themselves (shared, not copied)
-# and copies of its two ends; a window of one block or less is one copy.
+# and copies of its two ends; renderers join a window of a block's size or less.
 BLOCK_BYTES = 256 * 1024
 
 
@@ -120,9 +120,8 @@ class SerializedSequence:
     def window_pieces(self, *, offset: int, count: int) -> list[bytes]:
         """Items offset .. offset + count - 1, joined by the separator, as consecutive pieces.
 
-        One piece when the window fits in a block's size; otherwise the whole
-        blocks in between are the table's own objects, and only the two ends
-        are copied.
+        One piece per block the window touches: the whole blocks in between are
+        the table's own objects, and only the two ends are copies.
         """
         if count == 0:
             return []
@@ -135,8 +134,6 @@ class SerializedSequence:
         pieces = [self._blocks[first][start - first * size :]]
         pieces.extend(self._blocks[first + 1 : last])
         pieces.append(self._blocks[last][: end - last * size])
-        if end - start <= size:
-            return [b"".join(pieces)]
         return pieces
 
     def window(self, *, offset: int, count: int) -> bytes:

@@ -43,7 +43,8 @@ def _env_int(name: str, *, default: int, minimum: int = 0) -> int:
 
 def _env_rate(name: str, *, default: str) -> str:
     raw = _env_str(name, default)
-    if not re.fullmatch(r"[0-9]+/[0-9]*[smhd]", raw):
+    # COUNT/[MULTIPLIER]UNIT; a zero multiplier would be a window of no time at all.
+    if not re.fullmatch(r"[0-9]+/([1-9][0-9]*)?[smhd]", raw):
         raise ImproperlyConfigured(f"{name} must look like 120/m or 100/5m, not {raw!r}")
     return raw
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from fibonacci import services
 from tests.conftest import reference_fibonacci
 
 URL = "/api/v1/fibonacci/"
@@ -138,3 +139,19 @@ def test_a_window_of_many_blocks_is_exact_and_sent_in_pieces(client, settings, q
     else:
         assert [int(number) for number in body.split()] == REFERENCE[50:2_950]
         assert body.endswith(b"\n")
+
+
+def test_a_small_window_is_one_write_even_across_a_block_boundary(client, settings):
+    settings.FIB_MAX_N = 3_000
+    numbers = services.sequence_table(3_000).numbers
+    # The first item that ends past the first block: a window around it crosses the boundary.
+    crossing = next(
+        index
+        for index in range(3_000)
+        if numbers.window_bytes(offset=0, count=index + 1) > services.BLOCK_BYTES
+    )
+    offset = crossing - 5
+    assert len(numbers.window_pieces(offset=offset, count=10)) == 2
+    response = client.get(URL, {"n": 10, "offset": offset})
+    assert len(list(response)) == 1
+    assert response.json()["sequence"] == REFERENCE[offset : offset + 10]
