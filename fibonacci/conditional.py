@@ -41,7 +41,9 @@ def immutable_response(request: Request, payload: SequenceSlice | Term) -> HttpR
         else get_conditional_response(request, etag=etag)
     )
     if not_modified is not None and not_modified.status_code == 412:
-        return problem_response(status=412, detail="If-Match does not match this resource.")
+        return problem_response(
+            status=412, detail="A precondition (If-Match or If-Unmodified-Since) does not hold."
+        )
     if not_modified is not None:
         for name, value in headers.items():
             not_modified[name] = value

@@ -27,11 +27,38 @@ def _enveloped(head: bytes, items: list[bytes], tail: bytes) -> list[bytes]:
 
 
 class PreparedBytesRenderer(BaseRenderer):
-    """A renderer whose answers for windows and terms are pieces of prepared bytes."""
+    """A renderer whose answers for windows and terms are pieces of prepared bytes.
+
+    `render` joins the pieces (for DRF's own callers, such as the browsable
+    API); anything else goes to the next renderer in the class's bases.
+    """
 
     def render_pieces(self, data: SequenceSlice | Term) -> list[bytes]:
         """The body for a window or a term, as consecutive pieces."""
         raise NotImplementedError
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if isinstance(data, SequenceSlice | Term):
+            return b"".join(self.render_pieces(data))
+        rendered = super().render(data, accepted_media_type, renderer_context)
+        return rendered.encode() if isinstance(rendered, str) else rendered
+
+
+class _PlainTextRenderer(BaseRenderer):
+    """Anything else as text: nothing for no data, else its str() and a newline."""
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        return b"" if data is None else f"{data}\n".encode()
 
 
 class FibonacciJSONRenderer(PreparedBytesRenderer, JSONRenderer):
@@ -43,18 +70,8 @@ class FibonacciJSONRenderer(PreparedBytesRenderer, JSONRenderer):
             return _enveloped(head, data.json_items(), b"]}")
         return [b'{"index":%d,"value":%b}' % (data.index, data.json_value())]
 
-    def render(
-        self,
-        data: Any,
-        accepted_media_type: str | None = None,
-        renderer_context: Mapping[str, Any] | None = None,
-    ) -> bytes:
-        if isinstance(data, SequenceSlice | Term):
-            return b"".join(self.render_pieces(data))
-        return super().render(data, accepted_media_type, renderer_context)
 
-
-class FibonacciTextRenderer(PreparedBytesRenderer):
+class FibonacciTextRenderer(PreparedBytesRenderer, _PlainTextRenderer):
     """`text/plain`: the numbers separated by spaces, then a newline."""
 
     media_type = "text/plain"
@@ -65,15 +82,3 @@ class FibonacciTextRenderer(PreparedBytesRenderer):
         if isinstance(data, SequenceSlice):
             return _enveloped(b"", data.text_items(), b"\n")
         return [data.digits + b"\n"]
-
-    def render(
-        self,
-        data: Any,
-        accepted_media_type: str | None = None,
-        renderer_context: Mapping[str, Any] | None = None,
-    ) -> bytes:
-        if isinstance(data, SequenceSlice | Term):
-            return b"".join(self.render_pieces(data))
-        if data is None:
-            return b""
-        return f"{data}\n".encode()
