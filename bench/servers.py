@@ -22,6 +22,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 VENV_BIN = PROJECT_DIR / ".venv" / "bin"
 APP_SPEC = "fibproject.wsgi:application"
 BARE_SPEC = "bench.bare_app:application"
+# gunicorn's worker timeout for every server under test; nginx is rendered to match.
+GUNICORN_TIMEOUT_S = 120
 
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 15.0
@@ -109,7 +111,7 @@ def gunicorn_command(*, app_spec: str, port: int, workers: int) -> list[str]:
         f"--workers={workers}",
         "--preload",
         f"--bind=127.0.0.1:{port}",
-        "--timeout=120",
+        f"--timeout={GUNICORN_TIMEOUT_S}",
         # Heartbeat files in memory, as deploy/gunicorn.conf.py does; and no
         # control socket, whose one fixed path per user several instances share.
         "--worker-tmp-dir=/dev/shm",
@@ -146,24 +148,6 @@ def gunicorn(
         yield server
     finally:
         stop(process)
-
-
-@contextlib.contextmanager
-def nginx(*, prefix: Path, conf_path: Path, ports: list[int]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run nginx in the foreground from a rendered prefix; stopped by pid on exit."""
-    log_path = prefix / "nginx-stdout.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            ["nginx", "-p", str(prefix), "-c", str(conf_path), "-g", "daemon off;"],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        for port in ports:
-            wait_ready(RunningServer(name="nginx", process=process, port=port, log_path=log_path))
-        yield process
-    finally:
-        stop(process, graceful=signal.SIGQUIT)
 
 
 def worker_pids(master_pid: int) -> list[int]:

@@ -2,7 +2,7 @@
 
 The full app runs with the rate limiter on Redis and the request log on
 PostgreSQL; the bare callable and the static file serve the bytes captured
-from it. `frontend.py` decides which nginx config sits in front.
+from it. `frontend.py` puts deploy/nginx.conf in front.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from report import (
 from responses import SIZES, capture, verify_same
 from sections import (
     BENCH_DATABASE_URL,
+    BENCH_REDIS_URL,
     LIMITER_ON,
     LOG_ON,
     BenchContext,
@@ -36,7 +37,7 @@ FULL_SETTINGS = {**LIMITER_ON, **LOG_ON, "FIB_TRUSTED_PROXIES": "127.0.0.1"}
 
 def stack_section(ctx: BenchContext) -> list[TargetCheck]:
     """Full app, bare callable and static file, all through nginx; peak worker memory."""
-    require_redis(LIMITER_ON["REDIS_URL"])
+    require_redis(BENCH_REDIS_URL)
     prepare_database(BENCH_DATABASE_URL)
     responses_dir = ctx.scratch / "responses-stack"
     with app_server(ctx, name="full", settings=FULL_SETTINGS) as full:
@@ -125,12 +126,11 @@ def drive(*, url: str, requests: int, ctx: BenchContext) -> int:
 
 def memory_section(ctx: BenchContext) -> list[TargetCheck]:
     """RSS per full-stack worker before and after many requests: does it stay flat?"""
-    require_redis(LIMITER_ON["REDIS_URL"])
+    require_redis(BENCH_REDIS_URL)
     prepare_database(BENCH_DATABASE_URL)
-    unused = StaticBodies(root=ctx.scratch, content_type="application/json", sizes=SIZES)
     with (
         app_server(ctx, name="memory", settings=FULL_SETTINGS) as full,
-        behind_nginx(scratch=ctx.scratch, upstreams=[full], static=unused) as urls,
+        behind_nginx(scratch=ctx.scratch, upstreams=[full]) as urls,
     ):
         url = urls["memory"][10]
         warm_up(urls=[url, urls["memory"][1000]], load=ctx.load)

@@ -64,11 +64,6 @@ class NginxLayout:
         return self.prefix / "nginx.pid"
 
     @property
-    def error_log(self) -> Path:
-        """nginx's error log."""
-        return self.prefix / "error.log"
-
-    @property
     def access_log(self) -> Path:
         """nginx's access log: one line per request with upstream, times and request id."""
         return self.prefix / "access.log"
@@ -281,11 +276,10 @@ def wait_until_ready(
     *,
     process: subprocess.Popen[bytes],
     timeout_seconds: float = 30.0,
-    host: str = "127.0.0.1",
 ) -> None:
     """Poll url until it answers 200; fail early if process exits."""
     deadline = time.monotonic() + timeout_seconds
-    request = urllib.request.Request(url, headers={"Host": host})
+    request = urllib.request.Request(url, headers={"Host": "127.0.0.1"})
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"process {process.pid} exited ({process.returncode}) before {url}")
