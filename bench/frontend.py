@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from responses import SIZES, body_file_name, url_path
-from servers import GUNICORN_TIMEOUT_S, PROJECT_DIR, RunningServer, free_port
-
-sys.path.insert(0, str(PROJECT_DIR))
-from deploy import stack  # noqa: E402 - the project root is on the path from here on
+from servers import GUNICORN_TIMEOUT_S, RunningServer, free_port, stack
 
 # Far above anything wrk sends from its single address.
 SHIELD_OFF = {"limit_req_rate": "1000000r/s", "limit_req_burst": 1_000_000, "limit_conn": 10_000}

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,10 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 VENV_BIN = PROJECT_DIR / ".venv" / "bin"
+
+sys.path.insert(0, str(PROJECT_DIR))
+from deploy import stack  # noqa: E402 - the project root is on the path from here on
+
 APP_SPEC = "fibproject.wsgi:application"
 BARE_SPEC = "bench.bare_app:application"
 # gunicorn's worker timeout for every server under test; nginx is rendered to match.
@@ -150,20 +155,6 @@ def gunicorn(
         stop(process)
 
 
-def worker_pids(master_pid: int) -> list[int]:
-    """The pids of a gunicorn master's workers (its child processes)."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children")
-    if children.exists():
-        return sorted(int(pid) for pid in children.read_text().split())
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == master_pid:
-                found.append(int(stat.parent.name))
-    return sorted(found)
-
-
 @dataclass(frozen=True)
 class ProcessMemory:
     """Resident memory of one process, in KiB: current, peak, and proportional share."""
@@ -196,7 +187,7 @@ def process_memory(pid: int) -> ProcessMemory:
 
 def workers_memory(server: RunningServer) -> list[ProcessMemory]:
     """Memory of every worker of a running gunicorn."""
-    return [process_memory(pid) for pid in worker_pids(server.process.pid)]
+    return [process_memory(pid) for pid in stack.worker_pids(server.process.pid)]
 
 
 def base_environment(extra: Mapping[str, str]) -> dict[str, str]:

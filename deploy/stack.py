@@ -319,6 +319,22 @@ def stop_gunicorn(process: subprocess.Popen[bytes], *, graceful_timeout: float =
     return stop_process(process, graceful_signal=signal.SIGTERM, timeout_seconds=graceful_timeout)
 
 
+def worker_pids(master_pid: int) -> list[int]:
+    """The pids of a gunicorn master's workers (its child processes), sorted."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children")
+    if children.exists():
+        return sorted(int(pid) for pid in children.read_text().split())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == master_pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
 def manage(*args: str, env: Mapping[str, str]) -> None:
     """Run a manage.py command with env, failing loudly."""
     subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env=dict(env), check=True)

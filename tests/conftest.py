@@ -28,17 +28,25 @@ def reference_fibonacci(count: int) -> list[int]:
     return numbers
 
 
+def _unreachable(name: str, url: str, *, default_port: int | None = None) -> str | None:
+    """Why nothing accepts connections at url's host and port, or None when something does."""
+    parts = urlsplit(url)
+    address = (parts.hostname, parts.port or default_port)
+    try:
+        with socket.create_connection(address, timeout=1):
+            return None
+    except OSError as exc:
+        return f"{name} is not reachable at {address[0]}:{address[1]} ({exc})"
+
+
 def require_service(name: str, url: str) -> None:
     """Skip (or, in CI, fail) unless something accepts connections at url's host and port."""
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=1):
-            return
-    except OSError as exc:
-        message = f"{name} is not reachable at {parts.hostname}:{parts.port} ({exc})"
-        if IN_CI:
-            pytest.fail(f"{message}; CI requires it")
-        pytest.skip(message)
+    message = _unreachable(name, url)
+    if message is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{message}; CI requires it")
+    pytest.skip(message)
 
 
 def require_program(name: str) -> str:
@@ -58,14 +66,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url.startswith("postgres"):
         return
-    parts = urlsplit(database_url)
-    try:
-        socket.create_connection((parts.hostname, parts.port or 5432), timeout=1).close()
-    except OSError as exc:
-        message = f"PostgreSQL is not reachable at {parts.hostname}:{parts.port} ({exc})"
-        if IN_CI:
-            pytest.exit(f"{message}; CI requires it", returncode=1)
-        pytest.exit(f"{message}; skipping the PostgreSQL pass", returncode=0)
+    message = _unreachable("PostgreSQL", database_url, default_port=5432)
+    if message is None:
+        return
+    if IN_CI:
+        pytest.exit(f"{message}; CI requires it", returncode=1)
+    pytest.exit(f"{message}; skipping the PostgreSQL pass", returncode=0)
 
 
 def redis_caches(url: str, *, key_prefix: str = "test") -> dict:

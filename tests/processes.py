@@ -37,7 +37,7 @@ def service_environment(**overrides: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "FIB_", "DATABASE_URL", "REDIS_URL"))
+        if not key.startswith(("DJANGO_", "FIB_", "GUNICORN_", "DATABASE_URL", "REDIS_URL"))
     }
     env.update(
         DJANGO_DEBUG="false",

@@ -32,7 +32,7 @@ import pytest
 
 from deploy import stack
 from tests.conftest import TEST_DATABASE_URL, require_program, require_service
-from tests.processes import free_port
+from tests.processes import free_port, service_environment
 
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
 # Enough for the load the tests make, so that only the tests that mean to meet
@@ -221,7 +221,9 @@ def e2e_database_url() -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = _postgres_url(name)
     try:
-        stack.manage("migrate", "--no-input", "--verbosity", "0", env=_django_env(database_url=url))
+        stack.manage(
+            "migrate", "--no-input", "--verbosity", "0", env=service_environment(DATABASE_URL=url)
+        )
         yield url
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
@@ -263,25 +265,11 @@ def new_workdir(parent: Path, name: str) -> Path:
 def e2e_static_root(e2e_programs: None, e2e_workdir: Path) -> Path:
     """collectstatic once, into a directory nginx's workers can read."""
     static_root = stack.make_world_readable_dir(e2e_workdir / "static")
-    env = _django_env(database_url="sqlite:///:memory:") | {"DJANGO_STATIC_ROOT": str(static_root)}
+    env = service_environment(DATABASE_URL="sqlite:///:memory:") | {
+        "DJANGO_STATIC_ROOT": str(static_root)
+    }
     stack.manage("collectstatic", "--no-input", "--verbosity", "0", env=env)
     return static_root
-
-
-def _django_env(*, database_url: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "FIB_", "GUNICORN_"))
-        and key not in {"DATABASE_URL", "REDIS_URL"}
-    }
-    return env | {
-        "DJANGO_SETTINGS_MODULE": "fibproject.settings",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "e2e-" + secrets.token_hex(24),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": database_url,
-    }
 
 
 def logged_requests(database_url: str, *, client_ip: str) -> list[tuple[str, str, int]]:
@@ -433,7 +421,7 @@ def _running_factory(
 ) -> Iterator[StackFactory]:
     """A StackFactory whose processes are all stopped when the block ends."""
     redis_url, key_prefix = redis
-    base_env = _django_env(database_url=database_url) | {
+    base_env = service_environment(DATABASE_URL=database_url) | {
         "DJANGO_STATIC_ROOT": str(static_root),
         "DJANGO_SECURE_COOKIES": "false",
         "REDIS_URL": redis_url,

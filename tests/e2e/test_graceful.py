@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import time
 
+from deploy import stack
+
 from .conftest import GENEROUS_NGINX, UNLIMITED_ENV, LoadGenerator, wait_for_log
 
 
 def _worker_pids(app) -> set[int]:
-    children = f"/proc/{app.process.pid}/task/{app.process.pid}/children"
-    with open(children) as listing:
-        return {int(pid) for pid in listing.read().split()}
+    return set(stack.worker_pids(app.process.pid))
 
 
 def _wait_for_new_workers(app, old: set[int], *, timeout_seconds: float = 20) -> set[int]:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from deploy import stack
 from tests.conftest import require_service
 from tests.processes import free_port
 
@@ -63,16 +64,7 @@ def log_database(tmp_path):
 
 
 def _worker_pids(master_pid):
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master_pid:
-                pids.add(int(entry.name))
-    return pids
+    return set(stack.worker_pids(master_pid))
 
 
 def _get(port, path):
