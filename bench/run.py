@@ -27,7 +27,8 @@ from pathlib import Path
 from loadgen import LoadSettings, WrkMissingError, require_wrk
 from report import TargetCheck, print_summary
 from sections import BenchContext, app_section, limiter_section, log_section
-from servers import PROJECT_DIR, VENV_BIN, ServerStartError
+from servers import ServerStartError
+from servers import stack as deploy_stack
 from stack import memory_section, stack_section
 
 Section = Callable[[BenchContext], list[TargetCheck]]
@@ -42,27 +43,6 @@ MEMORY_REQUESTS = 100_000
 QUICK_MEMORY_REQUESTS = 5_000
 
 
-def default_workers() -> int:
-    """The worker count deploy/gunicorn.conf.py would use, else gunicorn's 2 x cores + 1."""
-    conf = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
-    fallback = 2 * (os.cpu_count() or 1) + 1
-    if not conf.exists():
-        return fallback
-    probe = subprocess.run(
-        [
-            str(VENV_BIN / "python"),
-            "-c",
-            f"import runpy; print(runpy.run_path({str(conf)!r})['workers'])",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    output = probe.stdout.strip()
-    return int(output) if probe.returncode == 0 and output.isdigit() else fallback
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,8 +52,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=",".join(SECTIONS),
         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
     )
-    parser.add_argument("--stack", action="store_true", help="only the stack section")
-    parser.add_argument("--memory", action="store_true", help="only the memory section")
     parser.add_argument("--duration", type=float, help="seconds per measured round (default 5)")
     parser.add_argument("--rounds", type=int, help="alternating rounds per comparison (default 3)")
     parser.add_argument("--connections", type=int, help="wrk connections (default 2 x workers)")
@@ -88,10 +66,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def chosen_sections(args: argparse.Namespace) -> list[str]:
     """Section names to run, in their canonical order."""
-    if args.stack or args.memory:
-        wanted = {name for name, flag in (("stack", args.stack), ("memory", args.memory)) if flag}
-    else:
-        wanted = {name.strip() for name in args.sections.split(",") if name.strip()}
+    wanted = {name.strip() for name in args.sections.split(",") if name.strip()}
     unknown = wanted - SECTIONS.keys()
     if unknown:
         raise SystemExit(
@@ -172,7 +147,7 @@ def main(argv: list[str]) -> int:
         print(error, file=sys.stderr)
         return 2
     names = chosen_sections(args)
-    workers = args.workers or default_workers()
+    workers = args.workers or deploy_stack.gunicorn_setting("workers")
     with tempfile.TemporaryDirectory(prefix="fib-bench-") as scratch:
         ctx = BenchContext(
             workers=workers,

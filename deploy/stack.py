@@ -69,14 +69,14 @@ class NginxLayout:
         return self.prefix / "access.log"
 
 
-def gunicorn_timeout_seconds(env: Mapping[str, str] | None = None) -> int:
-    """gunicorn's `timeout` as deploy/gunicorn.conf.py computes it under env."""
+def gunicorn_setting(name: str, env: Mapping[str, str] | None = None) -> int:
+    """A numeric setting (`timeout`, `workers`) as deploy/gunicorn.conf.py computes it under env."""
     saved = dict(os.environ)
     try:
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
-        return int(runpy.run_path(str(GUNICORN_CONF))["timeout"])
+        return int(runpy.run_path(str(GUNICORN_CONF))[name])
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -155,7 +155,7 @@ def render_nginx_conf(
     """deploy/nginx.conf with its `{{ name }}` placeholders filled in."""
     if not upstreams:
         raise ValueError("nginx needs at least one upstream server")
-    timeout = gunicorn_timeout_seconds() if gunicorn_timeout is None else gunicorn_timeout
+    timeout = gunicorn_setting("timeout") if gunicorn_timeout is None else gunicorn_timeout
     values = {
         "user": user if user is not None else nginx_user_directive(),
         "prefix": str(prefix),
@@ -399,7 +399,7 @@ def run_stack(
             listen=f"127.0.0.1:{port}",
             upstreams=[f"127.0.0.1:{app_port}"],
             static_root=static_root,
-            gunicorn_timeout=gunicorn_timeout_seconds(env),
+            gunicorn_timeout=gunicorn_setting("timeout", env),
             limit_req_rate=limit_req_rate,
             limit_req_burst=limit_req_burst,
             limit_conn=limit_conn,

@@ -85,7 +85,7 @@ def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls):
 
 @pytest.mark.parametrize("gunicorn_timeout", ["30", "45"])
 def test_proxy_timeouts_outlast_gunicorns_timeout(tmp_path, gunicorn_timeout):
-    timeout = stack.gunicorn_timeout_seconds({"GUNICORN_TIMEOUT": gunicorn_timeout})
+    timeout = stack.gunicorn_setting("timeout", {"GUNICORN_TIMEOUT": gunicorn_timeout})
     conf_text = _render(tmp_path, gunicorn_timeout=timeout)
     for name in ("proxy_read_timeout", "proxy_send_timeout"):
         (value,) = _directives(conf_text, name)
