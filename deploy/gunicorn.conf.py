@@ -8,24 +8,26 @@ here to render nginx's proxy timeouts, so the two tiers cannot drift apart.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+# The project root: importable from here on (gunicorn loads this file before
+# it changes to `chdir`), and the directory the app runs in, from anywhere.
+_PROJECT_DIR = str(Path(__file__).resolve().parent.parent)
+if _PROJECT_DIR not in sys.path:
+    sys.path.insert(0, _PROJECT_DIR)
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
+from fibproject.env import env_int, env_str  # noqa: E402 - needs the path above
 
 wsgi_app = "fibproject.wsgi:application"
 # The hooks below read Django settings, also when the app is not preloaded.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fibproject.settings")
-# The project root, so that `gunicorn -c /path/to/deploy/gunicorn.conf.py` works from anywhere.
-chdir = str(Path(__file__).resolve().parent.parent)
+chdir = _PROJECT_DIR
 
 # Behind nginx on the same host: loopback TCP (a Unix socket also works:
 # GUNICORN_BIND=unix:/run/fibonacci/gunicorn.sock, with FIB_TRUSTED_PROXIES=unix).
-bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
+bind = [address.strip() for address in env_str("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
 
 # Sync workers: the work per request is CPU-bound and short, and nginx buffers
 # both directions, so a slow client never holds a worker. 2 x cores + 1 keeps
@@ -33,7 +35,7 @@ bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "127.0.0.
 # those this process may run on (a container's or systemd's CPU set).
 worker_class = "sync"
 _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-workers = _env_int("GUNICORN_WORKERS", 2 * (_cores or 1) + 1)
+workers = env_int("GUNICORN_WORKERS", default=2 * (_cores or 1) + 1, minimum=1)
 
 # Load the application once in the master: fibproject.wsgi builds the prepared
 # sequence bytes (about 31 MB at FIB_MAX_N=10000) at import, and forked workers
@@ -44,24 +46,24 @@ preload_app = True
 
 # Recycle workers now and then against slow leaks; jitter keeps them from all
 # restarting at once.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 10_000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 1_000)
+max_requests = env_int("GUNICORN_MAX_REQUESTS", default=10_000)
+max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", default=1_000)
 
 # A worker silent this long is killed and replaced. No legitimate request takes
 # more than a fraction of a second; nginx waits `timeout + 5` seconds for an
 # answer (proxy_read_timeout), so it is gunicorn that ends a stuck request, and
 # logs it, not nginx.
-timeout = _env_int("GUNICORN_TIMEOUT", 30)
+timeout = env_int("GUNICORN_TIMEOUT", default=30, minimum=1)
 # On SIGTERM or SIGHUP a worker finishes its request and flushes the request
 # log within this time; it is as long as any request may run.
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", default=30, minimum=1)
 
 # Access log: the client address nginx saw (X-Real-IP), the request id nginx
 # generated (X-Request-ID, also in nginx's log and the request log) and the
 # request time in seconds (%(L)s).
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
-errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+accesslog = env_str("GUNICORN_ACCESS_LOG", "-") or None
+errorlog = env_str("GUNICORN_ERROR_LOG", "-")
+loglevel = env_str("GUNICORN_LOG_LEVEL", "info")
 access_log_format = (
     '%({x-real-ip}i)s %(h)s %(t)s "%(r)s" %(s)s %(B)s %(L)ss rid=%({x-request-id}i)s "%(a)s"'
 )
@@ -71,25 +73,25 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # gunicorn >= 25 opens a control socket at one fixed path per user; several
 # instances on one host would fight over it. Off unless a path is given.
-control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+control_socket_disable = not env_str("GUNICORN_CONTROL_SOCKET")
 if not control_socket_disable:
-    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+    control_socket = env_str("GUNICORN_CONTROL_SOCKET")
 
 proc_name = "fibonacci"
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Flush the worker's buffered request-log records before it exits (stop, reload, recycle)."""
-    from fibonacci import requestlog
+    from requestlog import buffer
 
-    requestlog.shutdown(timeout_seconds=5.0)
+    buffer.shutdown(timeout_seconds=5.0)
 
 
 def on_starting(server: Any) -> None:
     """Refuse to start several workers that would each count rate limits on their own."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from fibonacci.ratelimit import check_shared_counters
+    from fibonacci.ratelimit.budgets import check_shared_counters
 
     try:
         check_shared_counters(workers=server.cfg.workers)

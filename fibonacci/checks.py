@@ -9,8 +9,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 
-from .clientip import parse_trusted_proxies
-from .ratelimit import LOCAL_CACHE_BACKENDS
+from .ratelimit.budgets import LOCAL_CACHE_BACKENDS
+from .ratelimit.identity import parse_trusted_proxies
 
 
 @checks.register(checks.Tags.security, deploy=True)

@@ -11,9 +11,10 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
-from . import requestlog
-from .errors import problem_response
-from .ratelimit import limiter_state
+from requestlog import buffer as request_log
+
+from .api.errors import problem_response
+from .ratelimit.budgets import limiter_state
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,6 @@ def readyz(request: HttpRequest) -> HttpResponse:
         "status": "ok",
         "cache": cache_fault or "ok",
         "rate_limiter": limiter,
-        "request_log": requestlog.stats(),
+        "request_log": request_log.stats(),
     }
     return JsonResponse(body, headers={"Cache-Control": "no-store"})

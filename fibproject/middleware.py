@@ -22,12 +22,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponseForbidden
 from django.middleware.csrf import CsrfViewMiddleware
 
-from fibonacci.errors import API_PREFIX
-
-
-def is_public_api(request: HttpRequest) -> bool:
-    """Whether the request is for the anonymous public API (everything under /api/)."""
-    return request.path_info.startswith(API_PREFIX)
+from fibonacci.api.scope import is_api_request
 
 
 class SiteOnlyMixin:
@@ -36,7 +31,7 @@ class SiteOnlyMixin:
     get_response: Any
 
     def __call__(self, request: HttpRequest) -> Any:
-        if is_public_api(request):
+        if is_api_request(request):
             return self.get_response(request)
         return super().__call__(request)  # type: ignore[misc]
 
@@ -51,7 +46,7 @@ class SiteCsrfViewMiddleware(SiteOnlyMixin, CsrfViewMiddleware):
     def process_view(
         self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
     ) -> HttpResponseForbidden | None:
-        if is_public_api(request):
+        if is_api_request(request):
             return None
         return super().process_view(request, callback, callback_args, callback_kwargs)
 

@@ -7,57 +7,21 @@ The README has the table of every variable.
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from fibproject.env import env_bool, env_int, env_list, env_rate, env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def _env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
-
-
-def _env_bool(name: str, *, default: bool) -> bool:
-    raw = _env_str(name).lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
-
-
-def _env_int(name: str, *, default: int, minimum: int = 0) -> int:
-    raw = _env_str(name)
-    if not raw:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
-        raise ImproperlyConfigured(f"{name} must be an integer >= {minimum}, not {raw!r}")
-    return int(raw)
-
-
-def _env_rate(name: str, *, default: str) -> str:
-    raw = _env_str(name, default)
-    # COUNT/[MULTIPLIER]UNIT; a zero multiplier would be a window of no time at all.
-    if not re.fullmatch(r"[0-9]+/([1-9][0-9]*)?[smhd]", raw):
-        raise ImproperlyConfigured(f"{name} must look like 120/m or 100/5m, not {raw!r}")
-    return raw
-
-
-def _env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in _env_str(name, default).split(",") if item.strip()]
 
 
 # --- Core -------------------------------------------------------------------
 
-DEBUG = _env_bool("DJANGO_DEBUG", default=False)
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
 
-SECRET_KEY = _env_str("DJANGO_SECRET_KEY")
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -65,7 +29,7 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
 
-ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 if not ALLOWED_HOSTS and not DEBUG:
     raise ImproperlyConfigured(
         "Set DJANGO_ALLOWED_HOSTS to the comma-separated host names the service answers."
@@ -82,11 +46,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "fibonacci",
+    "requestlog",
 ]
 
 MIDDLEWARE = [
     # Outermost, so that it times and records every answer, 429s and 500s included.
-    "fibonacci.requestlog.RequestLogMiddleware",
+    "requestlog.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Django's session, CSRF, auth and message middleware, skipped under /api/:
     # only the admin needs them (see fibproject/middleware.py).
@@ -122,8 +87,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        _env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=_env_int("DJANGO_CONN_MAX_AGE", default=60),
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DJANGO_CONN_MAX_AGE", default=60),
         conn_health_checks=True,
     )
 }
@@ -133,21 +98,21 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # A local-memory cache serves one process only; several workers or machines
 # need REDIS_URL so that they share the rate-limit counters.
 
-REDIS_URL = _env_str("REDIS_URL")
+REDIS_URL = env_str("REDIS_URL")
 _REDIS_OPTIONS = {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5}
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": _env_str("FIB_CACHE_KEY_PREFIX", "fib"),
+            "KEY_PREFIX": env_str("FIB_CACHE_KEY_PREFIX", "fib"),
             "OPTIONS": _REDIS_OPTIONS,
         },
         # Rate-limit counters: the same Redis, one round trip per request.
         "ratelimit": {
-            "BACKEND": "fibonacci.counters.RateLimitCounterCache",
+            "BACKEND": "fibonacci.ratelimit.redis_counters.RateLimitCounterCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": _env_str("FIB_CACHE_KEY_PREFIX", "fib") + "-rl",
+            "KEY_PREFIX": env_str("FIB_CACHE_KEY_PREFIX", "fib") + "-rl",
             "OPTIONS": _REDIS_OPTIONS,
         },
     }
@@ -165,11 +130,11 @@ else:
 # HSTS, so Django does neither unless told to.
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
-SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", default=0)
-SESSION_COOKIE_SECURE = _env_bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 SILENCED_SYSTEM_CHECKS = [
     # Decided: HTTPS redirect and HSTS belong to the TLS-terminating proxy.
     "security.W004",
@@ -184,7 +149,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(_env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
 # --- Logging ----------------------------------------------------------------
 
@@ -193,7 +158,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": _env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
 }
 
 # --- REST framework and OpenAPI ---------------------------------------------
@@ -209,9 +174,9 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "fibonacci.negotiation.MemoizedContentNegotiation",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "fibonacci.api.negotiation.MemoizedContentNegotiation",
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "fibonacci.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "fibonacci.api.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -229,47 +194,47 @@ SPECTACULAR_SETTINGS = {
 
 # A window may reach F(FIB_MAX_N - 1): offset + n <= FIB_MAX_N. The prepared
 # sequence holds FIB_MAX_N terms, about 3 x 10.4 MB at the default.
-FIB_MAX_N = _env_int("FIB_MAX_N", default=10_000)
+FIB_MAX_N = env_int("FIB_MAX_N", default=10_000)
 # The single-term endpoint computes up to F(FIB_MAX_INDEX) on demand.
-FIB_MAX_INDEX = _env_int("FIB_MAX_INDEX", default=100_000)
+FIB_MAX_INDEX = env_int("FIB_MAX_INDEX", default=100_000)
 # Our own proxies (addresses or CIDRs, and `unix` for a Unix socket): only
 # from these is X-Real-IP believed to name the client.
-FIB_TRUSTED_PROXIES = _env_list("FIB_TRUSTED_PROXIES")
+FIB_TRUSTED_PROXIES = env_list("FIB_TRUSTED_PROXIES")
 # Successful answers never change for a URL; clients may cache them this long.
-FIB_CACHE_MAX_AGE = _env_int("FIB_CACHE_MAX_AGE", default=86_400)
+FIB_CACHE_MAX_AGE = env_int("FIB_CACHE_MAX_AGE", default=86_400)
 
 # --- Rate limits ------------------------------------------------------------
 # Counted per client IP (IPv6 per /64) by django-ratelimit in the `ratelimit`
 # cache: shared only when REDIS_URL is set. Rates are "COUNT/PERIOD", the
 # period one of s, m, h, d, optionally with a multiplier ("100/5m").
 
-FIB_RATE_LIMIT_ENABLED = _env_bool("FIB_RATE_LIMIT_ENABLED", default=True)
-FIB_RATE_LIMIT = _env_rate("FIB_RATE_LIMIT", default="120/m")
-FIB_RATE_LIMIT_LARGE = _env_rate("FIB_RATE_LIMIT_LARGE", default="20/m")
+FIB_RATE_LIMIT_ENABLED = env_bool("FIB_RATE_LIMIT_ENABLED", default=True)
+FIB_RATE_LIMIT = env_rate("FIB_RATE_LIMIT", default="120/m")
+FIB_RATE_LIMIT_LARGE = env_rate("FIB_RATE_LIMIT_LARGE", default="20/m")
 # A window whose response is bigger than that of the first FIB_LARGE_N terms
 # (about 105 KB at 1000), or a term past FIB_LARGE_INDEX (computed on demand
 # rather than read from the prepared table), is large.
-FIB_LARGE_N = _env_int("FIB_LARGE_N", default=1_000)
-FIB_LARGE_INDEX = _env_int("FIB_LARGE_INDEX", default=FIB_MAX_N)
+FIB_LARGE_N = env_int("FIB_LARGE_N", default=1_000)
+FIB_LARGE_INDEX = env_int("FIB_LARGE_INDEX", default=FIB_MAX_N)
 # Counters unreachable: answer anyway (false) or refuse with 503 (true).
-FIB_RATE_LIMIT_FAIL_CLOSED = _env_bool("FIB_RATE_LIMIT_FAIL_CLOSED", default=False)
+FIB_RATE_LIMIT_FAIL_CLOSED = env_bool("FIB_RATE_LIMIT_FAIL_CLOSED", default=False)
 RATELIMIT_USE_CACHE = "ratelimit"
 
 # --- Request log ------------------------------------------------------------
 # Every API request becomes a RequestLog row, written in batches by a
-# background thread per process (see fibonacci/requestlog/).
+# background thread per process (see requestlog/).
 
 # false: no middleware, no buffer, no thread (and no X-Request-ID header).
-FIB_REQUEST_LOG = _env_bool("FIB_REQUEST_LOG", default=True)
+FIB_REQUEST_LOG = env_bool("FIB_REQUEST_LOG", default=True)
 # Records held per process while the database is slow or down; past this the
 # oldest are dropped and counted (about 0.5 KB each).
-FIB_LOG_BUFFER_SIZE = _env_int("FIB_LOG_BUFFER_SIZE", default=10_000, minimum=1)
+FIB_LOG_BUFFER_SIZE = env_int("FIB_LOG_BUFFER_SIZE", default=10_000, minimum=1)
 # The writer inserts whenever this many records wait, and at least this often.
-FIB_LOG_BATCH_SIZE = _env_int("FIB_LOG_BATCH_SIZE", default=500, minimum=1)
-FIB_LOG_FLUSH_MS = _env_int("FIB_LOG_FLUSH_MS", default=1_000, minimum=10)
+FIB_LOG_BATCH_SIZE = env_int("FIB_LOG_BATCH_SIZE", default=500, minimum=1)
+FIB_LOG_FLUSH_MS = env_int("FIB_LOG_FLUSH_MS", default=1_000, minimum=10)
 # Tests turn the thread off and flush by hand, inside their own transaction.
 FIB_LOG_BACKGROUND_WRITER = True
 # `manage.py prune_request_logs` deletes records older than this.
-FIB_LOG_RETENTION_DAYS = _env_int("FIB_LOG_RETENTION_DAYS", default=30, minimum=1)
+FIB_LOG_RETENTION_DAYS = env_int("FIB_LOG_RETENTION_DAYS", default=30, minimum=1)
 # IP addresses are personal data: true stores IPv4 as its /24 and IPv6 as its /48.
-FIB_LOG_IP_ANONYMIZE = _env_bool("FIB_LOG_IP_ANONYMIZE", default=False)
+FIB_LOG_IP_ANONYMIZE = env_bool("FIB_LOG_IP_ANONYMIZE", default=False)

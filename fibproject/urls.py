@@ -4,10 +4,11 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from fibonacci import errors, health
+from fibonacci import health
+from fibonacci.api import errors
 
 urlpatterns = [
-    path("api/v1/", include("fibonacci.urls")),
+    path("api/v1/", include("fibonacci.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", health.healthz, name="healthz"),
@@ -17,6 +18,6 @@ urlpatterns = [
     re_path(r"^api/", errors.not_found),
 ]
 
-handler400 = "fibonacci.errors.bad_request"
-handler404 = "fibonacci.errors.not_found"
-handler500 = "fibonacci.errors.server_error"
+handler400 = "fibonacci.api.errors.bad_request"
+handler404 = "fibonacci.api.errors.not_found"
+handler500 = "fibonacci.api.errors.server_error"

@@ -14,6 +14,6 @@ application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402 - needs the settings module set above
 
-from fibonacci.services import sequence_table  # noqa: E402
+from fibonacci.sequence import sequence_table  # noqa: E402
 
 sequence_table(settings.FIB_MAX_N)

@@ -85,7 +85,7 @@ def redis_caches(url: str, *, key_prefix: str = "test") -> dict:
             "OPTIONS": options,
         },
         "ratelimit": {
-            "BACKEND": "fibonacci.counters.RateLimitCounterCache",
+            "BACKEND": "fibonacci.ratelimit.redis_counters.RateLimitCounterCache",
             "LOCATION": url,
             "KEY_PREFIX": f"{key_prefix}-rl",
             "OPTIONS": options,
@@ -124,7 +124,7 @@ def _fresh_cache_and_generous_limits(settings):
 @pytest.fixture(autouse=True)
 def _request_log_ends_with_the_test():
     """Records a test left unflushed go with it, instead of being written at exit."""
-    from fibonacci import requestlog
+    from requestlog import buffer as requestlog
 
     yield
     requestlog.replace_buffer(None)

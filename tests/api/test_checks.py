@@ -5,7 +5,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from fibonacci.ratelimit import check_shared_counters
+from fibonacci.ratelimit.budgets import check_shared_counters
 from tests.conftest import redis_caches
 
 LOCAL = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fibonacci import services
+from fibonacci import sequence as services
 
 URL = "/api/v1/fibonacci/"
 

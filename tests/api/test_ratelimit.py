@@ -8,7 +8,7 @@ import re
 import django_ratelimit.core
 import pytest
 
-from fibonacci import ratelimit
+from fibonacci.ratelimit import budgets as ratelimit
 from tests.conftest import redis_caches
 
 URL = "/api/v1/fibonacci/"
@@ -215,7 +215,7 @@ def unreachable_counters(settings, closed_port_url):
 
 
 def test_unreachable_counters_fail_open_and_log_once(client, limits, unreachable_counters, caplog):
-    with caplog.at_level(logging.ERROR, logger="fibonacci.ratelimit"):
+    with caplog.at_level(logging.ERROR, logger="fibonacci.ratelimit.budgets"):
         statuses = [_get(client).status_code for _ in range(6)]
     assert statuses == [200] * 6
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1

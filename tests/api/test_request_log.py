@@ -7,9 +7,11 @@ from django.core.cache import caches
 from django.db import DatabaseError
 from rest_framework.test import APIClient
 
-from fibonacci import requestlog, services
-from fibonacci.models import RequestLog
-from fibonacci.requestlog import RequestLogBuffer, records
+from fibonacci import sequence as services
+from requestlog import buffer as requestlog
+from requestlog import writer
+from requestlog.buffer import RequestLogBuffer
+from requestlog.models import RequestLog
 
 pytestmark = pytest.mark.django_db
 
@@ -203,7 +205,7 @@ def test_api_keeps_answering_while_the_log_cannot_be_written(client, monkeypatch
     def refuse(*args, **kwargs):
         raise DatabaseError("database is down")
 
-    monkeypatch.setattr(records, "insert_rows", refuse)
+    monkeypatch.setattr(writer, "insert_rows", refuse)
     assert client.get(URL, {"n": "2"}).status_code == 200
     assert requestlog.flush() == 0
     assert client.get(URL, {"n": "3"}).status_code == 200

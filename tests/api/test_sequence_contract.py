@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fibonacci import services
+from fibonacci import sequence as services
 from tests.conftest import reference_fibonacci
 
 URL = "/api/v1/fibonacci/"

@@ -11,13 +11,13 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from fibonacci import admin as log_admin
-from fibonacci.models import RequestLog
+from requestlog import admin as log_admin
+from requestlog.models import RequestLog
 
 pytestmark = pytest.mark.django_db
 
-CHANGELIST = "/admin/fibonacci/requestlog/"
-SUMMARY = "/admin/fibonacci/requestlog/summary/"
+CHANGELIST = "/admin/requestlog/requestlog/"
+SUMMARY = "/admin/requestlog/requestlog/summary/"
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 

@@ -82,7 +82,7 @@ def test_counting_survives_a_dropped_connection(counters, redis_url):
 
 @pytest.mark.parametrize("key", ["rl:plain", "rl:é-non-ascii", "rl:" + "x" * 300])
 def test_the_prepared_command_is_what_redis_py_would_send(key):
-    from fibonacci.counters import _SCRIPT_SHA, _evalsha_command
+    from fibonacci.ratelimit.redis_counters import _SCRIPT_SHA, _evalsha_command
 
     expected = b"".join(Connection().pack_command("EVALSHA", _SCRIPT_SHA, 1, key, 70))
     assert _evalsha_command(key, 70) == expected

@@ -10,9 +10,10 @@ import pytest
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
-from fibonacci import requestlog
-from fibonacci.models import RequestLog
-from fibonacci.requestlog import RequestLogBuffer, records
+from requestlog import buffer as requestlog
+from requestlog import writer
+from requestlog.buffer import RequestLogBuffer
+from requestlog.models import RequestLog
 
 URL = "/api/v1/fibonacci/"
 
@@ -85,7 +86,7 @@ def test_records_wait_while_the_database_is_down_and_are_written_when_it_is_back
     install_buffer, monkeypatch
 ):
     buffer = install_buffer(capacity=100, batch_size=100, flush_seconds=0.1, background=True)
-    real_insert_rows = records.insert_rows
+    real_insert_rows = writer.insert_rows
     database = {"up": False}
 
     def insert_rows(rows, **kwargs):
@@ -93,7 +94,7 @@ def test_records_wait_while_the_database_is_down_and_are_written_when_it_is_back
             raise OperationalError("could not connect to server: Connection refused")
         return real_insert_rows(rows, **kwargs)
 
-    monkeypatch.setattr(records, "insert_rows", insert_rows)
+    monkeypatch.setattr(writer, "insert_rows", insert_rows)
     client = APIClient()
     ids = {_get(client, n) for n in range(3)}
     time.sleep(0.4)  # several failed flushes
@@ -113,7 +114,7 @@ def test_past_the_bound_the_oldest_are_dropped_counted_and_logged(
     client = APIClient()
     ids = [_get(client, n) for n in range(5)]
     assert requestlog.stats() == {"buffered": 3, "dropped": 2}
-    with caplog.at_level(logging.WARNING, logger="fibonacci.requestlog.buffer"):
+    with caplog.at_level(logging.WARNING, logger="requestlog.buffer"):
         assert requestlog.flush() == 3
     assert list(RequestLog.objects.order_by("id").values_list("request_id", flat=True)) == ids[2:]
     assert any("dropped 2 records" in message for message in caplog.messages)
@@ -124,14 +125,14 @@ def test_a_failed_batch_is_kept_and_retried_first(install_buffer, monkeypatch):
     install_buffer(capacity=100, batch_size=2, flush_seconds=60, background=False)
     client = APIClient()
     ids = [_get(client, n) for n in range(3)]
-    real_insert_rows = records.insert_rows
+    real_insert_rows = writer.insert_rows
 
     def refuse(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(records, "insert_rows", refuse)
+    monkeypatch.setattr(writer, "insert_rows", refuse)
     assert requestlog.flush() == 0
     assert requestlog.stats()["buffered"] == 3
-    monkeypatch.setattr(records, "insert_rows", real_insert_rows)
+    monkeypatch.setattr(writer, "insert_rows", real_insert_rows)
     assert requestlog.flush() == 3
     assert list(RequestLog.objects.order_by("id").values_list("request_id", flat=True)) == ids

@@ -3,7 +3,8 @@
 import pytest
 from django.test import RequestFactory
 
-from fibonacci.clientip import client_ip, parse_trusted_proxies, rate_limit_key
+from fibonacci.addresses import budget_key as rate_limit_key
+from fibonacci.ratelimit.identity import client_ip, parse_trusted_proxies
 
 
 def _request(remote_addr, **headers):

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fibonacci import services
-from fibonacci.services import (
+from fibonacci import sequence as services
+from fibonacci.sequence import (
     NumberStyle,
     SerializedSequence,
     fibonacci,
