@@ -8,10 +8,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: help venv run test test-sqlite test-postgres lint format bench stack clean
+.PHONY: help venv run superuser test test-sqlite test-postgres lint format bench stack clean
 
 help:
 	@echo "make run    serve the API on http://$(HOST):$(PORT)/ (SQLite, local cache)"
+	@echo "make superuser  create an admin login for http://$(HOST):$(PORT)/admin/"
 	@echo "make test   run the test suite on SQLite, then on PostgreSQL"
 	@echo "make lint   ruff (format check and lint) and mypy"
 	@echo "make bench  throughput table: the API against a bare WSGI app"
@@ -29,6 +30,11 @@ run: export DJANGO_DEBUG ?= true
 run: venv
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# An admin login for `make run` (the same as `.venv/bin/python manage.py createsuperuser`).
+superuser: venv
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py createsuperuser
 
 test: test-sqlite test-postgres
 

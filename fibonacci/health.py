@@ -6,7 +6,7 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
@@ -39,6 +39,8 @@ def _database_fault() -> str | None:
 
 
 def _cache_fault() -> str | None:
+    # The cache the rate limiter counts in: its outage is what /readyz reports.
+    cache = caches[settings.RATELIMIT_USE_CACHE]
     probe_key = f"readyz:{uuid.uuid4().hex}"
     try:
         cache.set(probe_key, 1, timeout=5)

@@ -77,3 +77,15 @@ def test_docs_page_loads_nothing_from_other_hosts(client):
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert any("swagger-ui" in source for source in sources)
     assert all(not source.startswith(("http:", "https:", "//")) for source in sources)
+
+
+def test_readyz_probes_the_cache_the_rate_limiter_counts_in(client, settings, closed_port_url):
+    # The default alias answers; only the limiter's own cache is down.
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ratelimit": redis_caches(closed_port_url)["ratelimit"],
+    }
+    settings.FIB_RATE_LIMIT_FAIL_CLOSED = True
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "cache unavailable" in response.json()["detail"]
