@@ -1,13 +1,14 @@
 """One place that turns every API error into RFC 9457 problem details.
 
 Validation errors, 404, 405, 406, 429, 503 and unexpected 500s all leave
-through `problem_response`, as `application/problem+json`.
+through `problem_response`, as `application/problem+json`. An unexpected
+exception is not answered here: it goes through Django's own 500 handling, so
+its signal and logger see it, and handler500 gives the client the problem.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -19,7 +20,6 @@ from rest_framework import exceptions
 
 from .scope import is_api_request
 
-logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -64,8 +64,8 @@ def _field_errors(detail: Any) -> dict[str, list[str]]:
     return {"non_field_errors": [str(message) for message in messages]}
 
 
-def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> HttpResponse:
-    """DRF's EXCEPTION_HANDLER: every exception raised in an API view becomes a problem."""
+def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> HttpResponse | None:
+    """DRF's EXCEPTION_HANDLER: the client's errors become problems; ours go to Django (None)."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -92,9 +92,10 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> HttpRes
             detail=str(exc.detail),
             headers={"Retry-After": str(retry_after)} if retry_after else None,
         )
-    view = context.get("view")
-    logger.exception("Unhandled error in %s", type(view).__name__ if view else "API view")
-    return problem_response(status=500, detail="The server failed to answer; try again later.")
+    # Anything else is our failure: DRF re-raises it, so that it takes Django's
+    # own 500 path (got_request_exception, the django.request logger, error
+    # trackers, mail_admins) and handler500 (server_error) answers the problem.
+    return None
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from fibonacci import sequence as services
 
@@ -155,10 +156,11 @@ def test_too_many_query_parameters_is_a_400_problem(client):
     assert "malformed" in body["detail"]
 
 
-def test_unexpected_failure_is_500_problem_without_internals(client, monkeypatch):
+def test_unexpected_failure_is_500_problem_without_internals(monkeypatch):
     def explode(**kwargs):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(services, "sequence_window", explode)
+    client = Client(raise_request_exception=False)
     body = assert_problem(client.get(URL, {"n": 5}), 500)
     assert "secret" not in body["detail"]

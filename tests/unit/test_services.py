@@ -36,7 +36,7 @@ def unlimited_int_digits():
         sys.set_int_max_str_digits(previous)
 
 
-def test_fibonacci_matches_plain_addition():
+def test_fast_doubling_matches_the_reference():
     for index in [*range(200), 1_000, 4_300, 20_577, 20_578, 25_000]:
         assert fibonacci(index) == REFERENCE[index]
 
@@ -93,6 +93,18 @@ def test_window_forms_agree_with_the_reference(offset, count):
     assert json.loads(b"[" + b"".join(numbers.json_items()) + b"]") == expected
     assert json.loads(b"[" + b"".join(strings.json_items()) + b"]") == [str(n) for n in expected]
     assert [int(n) for n in b"".join(numbers.text_items()).split()] == expected
+
+
+def test_the_whole_default_table_equals_the_reference_in_every_form():
+    table = services.sequence_table(10_000)
+    expected = REFERENCE[:10_000]
+    with unlimited_int_digits():
+        assert [int(n) for n in table.numbers.window(offset=0, count=10_000).split(b",")] == (
+            expected
+        )
+        assert [int(n) for n in table.text.window(offset=0, count=10_000).split()] == expected
+        strings = table.strings.window(offset=0, count=10_000).split(b",")
+        assert [int(n.strip(b'"')) for n in strings] == expected
 
 
 def test_window_outside_the_table_is_refused():
