@@ -20,7 +20,6 @@ from rest_framework import exceptions
 
 from .scope import is_api_request
 
-
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 FieldErrors = Mapping[str, Sequence[str]]

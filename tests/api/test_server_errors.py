@@ -1,4 +1,4 @@
-"""An unexpected exception under /api/ takes Django's own 500 path, and the client gets a problem."""
+"""An unexpected exception under /api/ takes Django's own 500 path; the client gets a problem."""
 
 from __future__ import annotations
 
