@@ -1,5 +1,5 @@
 # The one entry point: `make run` serves the API, `make test` checks it.
-# Both create .venv and install the pinned requirements on first use.
+# Both create .venv and install the locked requirements on first use.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,23 +8,45 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: help venv run superuser test test-sqlite test-postgres lint format bench stack clean
+# The locks are compiled from PyPI itself, so their hashes are the ones any machine downloads.
+INDEX_URL ?= https://pypi.org/simple
+
+.PHONY: help venv lock upgrade run superuser test test-sqlite test-postgres lint format bench stack clean
 
 help:
 	@echo "make run    serve the API on http://$(HOST):$(PORT)/ (SQLite, local cache)"
 	@echo "make superuser  create an admin login for http://$(HOST):$(PORT)/admin/"
 	@echo "make test   run the test suite on SQLite, then on PostgreSQL"
-	@echo "make lint   ruff (format check and lint) and mypy"
+	@echo "make lint   the pre-commit hooks over every file: ruff, mypy, django-upgrade, hygiene"
+	@echo "make upgrade  recompile the locks with the newest allowed versions (P=pkg for one)"
 	@echo "make bench  throughput table: the API against a bare WSGI app"
 	@echo "make stack  nginx + gunicorn as in production on http://127.0.0.1:8080/ (Ctrl-C stops)"
 
+# requirements-dev.txt is the whole lock (runtime + tools, pip itself included), with hashes:
+# pip refuses any package or file the lock does not name.
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip check
 	touch $@
 
 venv: $(BIN)/.installed
+
+# Recompile the locks from requirements.in / requirements-dev.in (after editing them):
+# existing pins are kept where the ranges still allow them. The local pip
+# configuration (find-links, extra indexes) is ignored so only PyPI's files are hashed.
+PIP_COMPILE = env PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= \
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --index-url $(INDEX_URL) --no-emit-index-url --no-emit-find-links
+
+lock: venv
+	$(PIP_COMPILE) $(UPGRADE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) $(UPGRADE) --output-file requirements-dev.txt requirements-dev.in
+
+# Move every pin to the newest version its range allows (or only P=<package>), then
+# `make test`. The dev lock is constrained by the runtime lock, so both stay in step.
+upgrade: UPGRADE = $(if $(P),--upgrade-package $(P),--upgrade)
+upgrade: lock
 
 run: export DJANGO_DEBUG ?= true
 run: venv
