@@ -1,5 +1,10 @@
 """System checks and start-up guards for the service's settings."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -49,3 +54,62 @@ def test_several_workers_need_shared_counters(settings, caches, workers, enabled
             check_shared_counters(workers=workers)
     else:
         check_shared_counters(workers=workers)
+
+
+PRODUCTION_SECURITY = {"DEBUG": False, "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True}
+
+
+def _deploy_check_ids(capsys) -> str:
+    call_command("check", deploy=True)
+    return capsys.readouterr().err
+
+
+def test_deploy_check_is_quiet_about_csrf_with_the_production_settings(settings, capsys):
+    for name, value in PRODUCTION_SECURITY.items():
+        setattr(settings, name, value)
+    output = _deploy_check_ids(capsys)
+    assert "security.W003" not in output
+    assert "fibonacci.W002" not in output
+    assert "fibonacci.W003" not in output
+
+
+def test_deploy_check_warns_without_csrf_middleware(settings, capsys):
+    for name, value in PRODUCTION_SECURITY.items():
+        setattr(settings, name, value)
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "Csrf" not in m]
+    assert "fibonacci.W002" in _deploy_check_ids(capsys)
+
+
+def test_deploy_check_warns_about_an_insecure_csrf_cookie(settings, capsys):
+    for name, value in PRODUCTION_SECURITY.items():
+        setattr(settings, name, value)
+    settings.CSRF_COOKIE_SECURE = False
+    assert "fibonacci.W003" in _deploy_check_ids(capsys)
+
+
+def test_deploy_check_passes_with_the_documented_production_environment():
+    # The variables docs/deployment.md puts in /etc/fibonacci/env (values made up).
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "FIB_", "DATABASE_URL", "REDIS_URL"))
+    }
+    environment.update(
+        DJANGO_SETTINGS_MODULE="fibproject.settings",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="k" * 10 + "-production-secret-with-enough-length-and-variety-123",
+        DJANGO_ALLOWED_HOSTS="fib.example.com",
+        DATABASE_URL="postgres://fibonacci@db.internal:5432/fibonacci",
+        REDIS_URL="redis://cache.internal:6379/0",
+        FIB_TRUSTED_PROXIES="127.0.0.1",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
