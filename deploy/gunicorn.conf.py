@@ -32,8 +32,10 @@ bind = [address.strip() for address in env_str("GUNICORN_BIND", "127.0.0.1:8000"
 # Sync workers: the work per request is CPU-bound and short, and nginx buffers
 # both directions, so a slow client never holds a worker. 2 x cores + 1 keeps
 # every core busy while some workers wait on the database or Redis. Cores are
-# those this process may run on (a container's or systemd's CPU set).
-worker_class = "sync"
+# those this process may run on (a container's or systemd's CPU set). The sync
+# worker, except that on SIGTERM it answers the connections already queued for
+# it instead of leaving them to be reset (deploy/gunicorn_worker.py).
+worker_class = "deploy.gunicorn_worker.DrainingSyncWorker"
 _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 workers = env_int("GUNICORN_WORKERS", default=2 * (_cores or 1) + 1, minimum=1)
 

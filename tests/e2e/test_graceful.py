@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from deploy import stack
+from tests.conftest import reference_fibonacci
 
 from .conftest import GENEROUS_NGINX, UNLIMITED_ENV, LoadGenerator, wait_for_log
 
@@ -56,3 +60,50 @@ def test_reload_and_stop_under_load_fail_nothing_and_log_every_answer(
     assert not missing, f"{len(missing)} of {len(answered)} answered requests are not in the log"
     served_by = set(nginx.upstreams_for(client_address))
     assert reloaded.address in served_by and survivor.address in served_by
+
+
+QUEUED = 10
+
+
+def _accept_queue_length(port: int) -> int:
+    """Connections the kernel accepted for a listening 127.0.0.1:port that no worker took yet."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        # For a listening socket (state 0A) rx_queue is the accept queue's length.
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            return int(queues.split(":")[1], 16)
+    return 0
+
+
+def test_sigterm_answers_the_requests_already_queued_for_gunicorn(stack_factory, client_address):
+    (app,) = stack_factory.start_apps(1, workers=1, **UNLIMITED_ENV)
+    nginx = stack_factory.start_nginx([app], **GENEROUS_NGINX)
+    (worker,) = stack.worker_pids(app.process.pid)
+    # A stopped worker accepts nothing: the requests wait in the kernel's accept
+    # queue of gunicorn's socket, as they do behind busy workers under load.
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(QUEUED) as pool:
+            replies = [
+                pool.submit(nginx.get, f"/api/v1/fibonacci/?n={n}", source=client_address)
+                for n in range(1, QUEUED + 1)
+            ]
+            deadline = time.monotonic() + 10
+            while _accept_queue_length(app.port) < QUEUED:
+                assert time.monotonic() < deadline, "the requests did not reach gunicorn's queue"
+                time.sleep(0.02)
+            app.signal(signal.SIGTERM)
+            time.sleep(0.2)  # the master closes its socket and signals the worker
+            os.kill(worker, signal.SIGCONT)
+            answers = [future.result(timeout=30) for future in replies]
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    assert app.process.wait(timeout=40) == 0, "gunicorn stopped gracefully"
+
+    statuses = [reply.status for reply in answers]
+    print(f"SIGTERM with {QUEUED} requests queued: statuses {statuses}")
+    assert statuses == [200] * QUEUED
+    assert [reply.json()["sequence"] for reply in answers] == [
+        reference_fibonacci(n) for n in range(1, QUEUED + 1)
+    ]
