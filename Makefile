@@ -69,10 +69,11 @@ test-postgres: venv
 	@echo "== database tests on PostgreSQL ($(TEST_DATABASE_URL))"
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest tests/api tests/integration
 
+# The hooks of .pre-commit-config.yaml over every tracked file, with the tools in .venv:
+# ruff format and lint, mypy, django-upgrade and the hygiene checks. Fixers rewrite what
+# they can and the run fails so the change is seen (the diff is printed).
 lint: venv
-	$(BIN)/ruff format --check .
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 format: venv
 	$(BIN)/ruff format .

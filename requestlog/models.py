@@ -76,7 +76,7 @@ class RequestLog(models.Model):
 
     time = models.DateTimeField(help_text="When the request arrived.")
     method = models.CharField(max_length=8)
-    endpoint = models.CharField(max_length=16, choices=Endpoint.choices)
+    endpoint = models.CharField(max_length=16, choices=Endpoint)
     n = models.PositiveIntegerField(null=True, blank=True, help_text="Null when invalid.")
     offset = models.PositiveIntegerField(null=True, blank=True, help_text="Null when invalid.")
     index = models.PositiveIntegerField(null=True, blank=True, help_text="Null when invalid.")
