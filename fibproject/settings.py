@@ -143,6 +143,12 @@ SILENCED_SYSTEM_CHECKS = [
     "security.W004",
     "security.W008",
 ]
+# Failed admin logins allowed per client address (IPv6 per /64) and per
+# username, counted in the `ratelimit` cache (fibproject/admin_login.py). Each
+# attempt hashes a password; past either budget the login page answers 429
+# without checking it.
+FIB_ADMIN_LOGIN_RATE = env_rate("FIB_ADMIN_LOGIN_RATE", default="5/m")
+FIB_ADMIN_LOGIN_USERNAME_RATE = env_rate("FIB_ADMIN_LOGIN_USERNAME_RATE", default="10/h")
 
 # --- Internationalization and static files ----------------------------------
 
