@@ -7,13 +7,16 @@ from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import viewsets
-from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 
 from fibonacci import sequence
 from fibonacci.ratelimit.mixins import ClientRateLimitMixin
 
-from .renderers import FibonacciJSONRenderer, FibonacciTextRenderer
+from .renderers import (
+    FibonacciBrowsableAPIRenderer,
+    FibonacciJSONRenderer,
+    FibonacciTextRenderer,
+)
 from .responses import immutable_response
 from .serializers import (
     ProblemSerializer,
@@ -54,7 +57,11 @@ class FibonacciViewSet(ClientRateLimitMixin, viewsets.ViewSet):
     # ClientRateLimitMixin counts each request against the client's budget.
     authentication_classes = ()
     permission_classes = ()
-    renderer_classes = (FibonacciJSONRenderer, FibonacciTextRenderer, BrowsableAPIRenderer)
+    renderer_classes = (
+        FibonacciJSONRenderer,
+        FibonacciTextRenderer,
+        FibonacciBrowsableAPIRenderer,
+    )
     lookup_field = "index"
     # Anything may reach the serializer, so a malformed index is a 400, not a 404.
     lookup_value_regex = "[^/]+"
