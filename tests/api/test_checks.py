@@ -59,7 +59,7 @@ def test_several_workers_need_shared_counters(settings, caches, workers, enabled
 PRODUCTION_SECURITY = {"DEBUG": False, "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True}
 
 
-def _deploy_check_ids(capsys) -> str:
+def _deploy_check_ids(capsys: pytest.CaptureFixture[str]) -> str:
     call_command("check", deploy=True)
     return capsys.readouterr().err
 

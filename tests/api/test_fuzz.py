@@ -44,7 +44,7 @@ def test_sequence_never_fails_with_5xx(client, n, offset, fmt, numbers):
     elif fmt in (None, "json"):
         body = response.json()
         start, count = body["offset"], body["n"]
-        expected = REFERENCE[start : start + count]
+        expected: list[int] | list[str] = REFERENCE[start : start + count]
         if numbers == "string":
             expected = [str(number) for number in expected]
         assert body["sequence"] == expected

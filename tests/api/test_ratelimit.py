@@ -246,6 +246,8 @@ def test_every_rate_form_is_announced_with_its_window(client, settings, rate, po
     settings.FIB_RATE_LIMIT = rate
     response = client.get("/api/v1/fibonacci/", {"n": 1})
     assert response["RateLimit-Policy"] == f'"default";{policy}'
-    remaining, reset = re.fullmatch(r'"default";r=(\d+);t=(\d+)', response["RateLimit"]).groups()
+    announced = re.fullmatch(r'"default";r=(\d+);t=(\d+)', response["RateLimit"])
+    assert announced is not None, response["RateLimit"]
+    remaining, reset = announced.groups()
     assert int(remaining) == int(policy[2:].split(";")[0]) - 1
     assert 1 <= int(reset) <= int(policy.rpartition("=")[2])

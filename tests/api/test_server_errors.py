@@ -26,7 +26,7 @@ def exploding_service(monkeypatch):
 @pytest.fixture
 def signalled():
     """The exceptions Django's got_request_exception signal announced."""
-    seen: list[BaseException] = []
+    seen: list[BaseException | None] = []
 
     def receiver(sender, request=None, **kwargs):
         import sys

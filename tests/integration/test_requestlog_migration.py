@@ -17,7 +17,8 @@ from django.db.migrations.executor import MigrationExecutor
 
 from requestlog.models import RequestLog
 
-BEFORE_THE_MOVE = [("requestlog", None), ("fibonacci", "0001_request_log")]
+FIBONACCI_0001 = ("fibonacci", "0001_request_log")
+BEFORE_THE_MOVE = [("requestlog", None), FIBONACCI_0001]
 ROW = {
     "time": datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
     "method": "GET",
@@ -38,7 +39,7 @@ def _database_as_it_was_before_the_move() -> None:
     """fibonacci 0001 applied, with the content type and permissions Django made for it."""
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE_THE_MOVE)
-    old_apps = executor.loader.project_state(BEFORE_THE_MOVE[1]).apps
+    old_apps = executor.loader.project_state(FIBONACCI_0001).apps
     content_type, _ = ContentType.objects.get_or_create(app_label="fibonacci", model="requestlog")
     ContentType.objects.filter(app_label="requestlog").delete()
     for action in ("add", "change", "delete", "view"):
