@@ -162,11 +162,24 @@ STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
 # --- Logging ----------------------------------------------------------------
 
+# Expected client errors cost no log line each: they are in the request log and
+# the access logs already, and a flood of 429s must not become a flood of lines.
+# django.request logs 4xx answers at WARNING and 5xx at ERROR: only the latter
+# are kept. A disallowed Host (which nginx refuses before it gets here) and
+# other django.security records are one line, without a traceback.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"client_fault": {"()": "fibproject.log_filters.ClientFaultWithoutTraceback"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["client_fault"],
+        }
+    },
+    "loggers": {"django.request": {"level": "ERROR"}},
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
 }
 

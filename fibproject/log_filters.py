@@ -1,0 +1,25 @@
+"""Logging filters: what a client's own mistake may cost the log.
+
+Used by LOGGING in fibproject/settings.py. No Django settings are read here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+# Django's loggers for requests a client made suspicious on purpose or by
+# mistake (a disallowed Host, a malformed cookie or form): the message says it
+# all, and a traceback per request would let any client fill the log.
+CLIENT_FAULT_LOGGERS = ("django.security.",)
+
+
+class ClientFaultWithoutTraceback(logging.Filter):
+    """Keeps a client-caused record to its one line: the traceback is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Strip exc_info from records of django.security.*; pass every record."""
+        if record.name.startswith(CLIENT_FAULT_LOGGERS):
+            record.exc_info = None
+            record.exc_text = None
+            record.stack_info = None
+        return True
