@@ -58,16 +58,20 @@ superuser: venv
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py createsuperuser
 
+# Branch coverage (pyproject's [tool.coverage]) is gathered over both passes and printed once.
 test: test-sqlite test-postgres
+	@echo "== branch coverage, both passes"
+	$(BIN)/coverage report
 
 test-sqlite: venv
 	@echo "== tests on SQLite (the embedded default)"
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=
 
-# The database-backed tests again, on the PostgreSQL production uses.
+# The tests that use the database (marked `database` by tests/conftest.py) again, on the
+# PostgreSQL production uses; their coverage is added to the SQLite pass's.
 test-postgres: venv
 	@echo "== database tests on PostgreSQL ($(TEST_DATABASE_URL))"
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest tests/api tests/integration
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m database --cov --cov-append --cov-report=
 
 # The hooks of .pre-commit-config.yaml over every tracked file, with the tools in .venv:
 # ruff format and lint, mypy, django-upgrade and the hygiene checks. Fixers rewrite what
@@ -87,4 +91,4 @@ stack: venv
 	$(BIN)/python deploy/stack.py
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

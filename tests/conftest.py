@@ -71,6 +71,33 @@ def require_program(name: str) -> str:
     pytest.skip(message)
 
 
+# pytest-django's ways into the test database; a fixture that needs it (admin_client,
+# live_server) depends on one of these, so it is in the test's fixture closure.
+_DATABASE_FIXTURES = frozenset(
+    {
+        "_django_db_helper",
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m database` sees the mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `database` every test that can reach the test database, for the PostgreSQL pass.
+
+    pytest-django refuses database access to any other test, so the mark is complete
+    for work done in-process; a test whose server process uses DATABASE_URL marks itself.
+    """
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if item.get_closest_marker("django_db") or not _DATABASE_FIXTURES.isdisjoint(fixtures):
+            item.add_marker(pytest.mark.database)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Stop early, with the reason, when the configured PostgreSQL is not there."""
     database_url = os.environ.get("DATABASE_URL", "")

@@ -23,7 +23,8 @@ from deploy import stack
 from tests.conftest import require_service
 from tests.processes import free_port
 
-pytestmark = pytest.mark.e2e
+# Its server writes to the database DATABASE_URL names: the PostgreSQL pass runs it too.
+pytestmark = [pytest.mark.e2e, pytest.mark.database]
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
