@@ -86,9 +86,9 @@ format: venv
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# DATABASE_URL and REDIS_URL are used when set; see deploy/stack.py.
+# DATABASE_URL and REDIS_URL are used when set; options: `python -m deploy stack --help`.
 stack: venv
-	$(BIN)/python deploy/stack.py
+	$(BIN)/python -m deploy stack $(STACK_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -1,6 +1,7 @@
 """nginx in front of the servers under test, rendered into a scratch prefix (never /etc/nginx).
 
-deploy/nginx.conf, rendered and run by deploy/stack.py as in production: one
+deploy/nginx.conf, rendered by deploy/nginx.py and run by deploy/processes.py as
+in production: one
 nginx per upstream, so the benchmark measures the shipped proxy config
 (buffering, access log, limit_req and limit_conn, security headers). Its
 per-IP shield is raised out of reach, since every wrk connection comes from
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from responses import SIZES, body_file_name, url_path
-from servers import GUNICORN_TIMEOUT_S, RunningServer, free_port, stack
+from servers import GUNICORN_TIMEOUT_S, RunningServer, free_port
+
+from deploy import processes
+from deploy.nginx import NginxLayout, prepare_nginx, render_nginx_conf
 
 # Far above anything wrk sends from its single address.
-SHIELD_OFF = {"limit_req_rate": "1000000r/s", "limit_req_burst": 1_000_000, "limit_conn": 10_000}
+SHIELD_RATE, SHIELD_BURST, SHIELD_CONN = "1000000r/s", 1_000_000, 10_000
 STATIC = "static"
 
 # name -> n -> URL through nginx
@@ -54,7 +58,7 @@ def behind_nginx(
 ) -> Iterator[FrontURLs]:
     """One nginx per upstream from deploy/nginx.conf: name -> n -> URL (and `static`)."""
     print(
-        "\nnginx: deploy/nginx.conf rendered by deploy/stack.py "
+        "\nnginx: deploy/nginx.conf rendered by deploy/nginx.py "
         "(limit_req/limit_conn raised out of reach; one nginx per upstream)"
     )
     sizes = static.sizes if static is not None else SIZES
@@ -63,20 +67,22 @@ def behind_nginx(
     with contextlib.ExitStack() as running:
         for server in upstreams:
             port = free_port()
-            layout = stack.NginxLayout(prefix=scratch / f"nginx-{server.name}")
-            conf_text = stack.render_nginx_conf(
+            layout = NginxLayout(prefix=scratch / f"nginx-{server.name}")
+            conf_text = render_nginx_conf(
                 prefix=layout.prefix,
                 listen=f"127.0.0.1:{port}",
                 upstreams=[f"127.0.0.1:{server.port}"],
                 static_root=static.root if static is not None else scratch,
-                gunicorn_timeout=GUNICORN_TIMEOUT_S,
-                **SHIELD_OFF,
+                gunicorn_timeout_seconds=GUNICORN_TIMEOUT_S,
+                limit_req_rate=SHIELD_RATE,
+                limit_req_burst=SHIELD_BURST,
+                limit_conn=SHIELD_CONN,
             )
-            stack.prepare_nginx(layout, conf_text=conf_text)
-            process = stack.start_nginx(layout)
-            running.callback(stack.stop_nginx, process)
+            prepare_nginx(layout, conf_text=conf_text)
+            process = processes.start_nginx(layout)
+            running.callback(processes.stop_nginx, process)
             urls[server.name] = api_urls(port, sizes)
-            stack.wait_until_ready(urls[server.name][sizes[0]], process=process)
+            processes.wait_until_ready(urls[server.name][sizes[0]], process=process)
         if static is not None:
             urls[STATIC] = {
                 n: f"http://127.0.0.1:{port}/static/{body_file_name(n)}" for n in static.sizes

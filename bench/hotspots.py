@@ -66,7 +66,7 @@ def load_app(settings: dict[str, str]) -> WSGIApp:
     sys.path.insert(0, str(PROJECT_DIR))
     from fibproject.wsgi import application
 
-    return application  # type: ignore[no-any-return]
+    return application
 
 
 def main(argv: list[str]) -> int:

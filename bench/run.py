@@ -28,8 +28,9 @@ from loadgen import LoadSettings, WrkMissingError, require_wrk
 from report import TargetCheck, print_summary
 from sections import BenchContext, app_section, limiter_section, log_section
 from servers import ServerStartError
-from servers import stack as deploy_stack
 from stack import memory_section, stack_section
+
+from deploy.processes import gunicorn_setting
 
 Section = Callable[[BenchContext], list[TargetCheck]]
 SECTIONS: dict[str, Section] = {
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> int:
         print(error, file=sys.stderr)
         return 2
     names = chosen_sections(args)
-    workers = args.workers or deploy_stack.gunicorn_setting("workers")
+    workers = args.workers or gunicorn_setting("workers", os.environ)
     with tempfile.TemporaryDirectory(prefix="fib-bench-") as scratch:
         ctx = BenchContext(
             workers=workers,

@@ -1,20 +1,16 @@
 """Starting, probing and stopping the servers under test: gunicorn and nginx on loopback.
 
 Every server binds a free 127.0.0.1 port, is waited for until it answers HTTP,
-and is stopped by its own process id (SIGTERM, then SIGKILL after a timeout).
+and is stopped by its own process id (SIGTERM, then SIGKILL after a timeout),
+with deploy/processes.py, the helpers `make stack` and the tests use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +19,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 VENV_BIN = PROJECT_DIR / ".venv" / "bin"
 
 sys.path.insert(0, str(PROJECT_DIR))
-from deploy import stack  # noqa: E402 - the project root is on the path from here on
+from deploy import processes  # noqa: E402 - the project root is on the path from here on
+from deploy.processes import free_port  # noqa: E402
 
 APP_SPEC = "fibproject.wsgi:application"
 BARE_SPEC = "bench.bare_app:application"
@@ -32,6 +29,8 @@ GUNICORN_TIMEOUT_S = 120
 
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 15.0
+
+__all__ = ["free_port"]
 
 
 class ServerStartError(RuntimeError):
@@ -53,14 +52,6 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def log_tail(path: Path, *, lines: int = 25) -> str:
     """The last lines of a server log, for error messages."""
     if not path.exists():
@@ -68,44 +59,22 @@ def log_tail(path: Path, *, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _answers_http(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP status means the server is up
-    except OSError:
-        return False
-
-
 def wait_ready(server: RunningServer, *, path: str = "/") -> None:
-    """Block until the server answers HTTP on `path`; raise if it exits or times out."""
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise ServerStartError(
-                f"{server.name} exited with code {server.process.returncode}:\n"
-                + log_tail(server.log_path)
-            )
-        if _answers_http(server.base_url + path):
-            return
-        time.sleep(0.1)
-    raise ServerStartError(
-        f"{server.name} did not answer within {_READY_TIMEOUT_S:.0f} s:\n"
-        + log_tail(server.log_path)
-    )
+    """Block until the server answers HTTP (any status) on `path`; else raise with its log tail."""
+    try:
+        processes.wait_until_ready(
+            server.base_url + path,
+            process=server.process,
+            timeout_seconds=_READY_TIMEOUT_S,
+            any_status=True,
+        )
+    except (RuntimeError, TimeoutError) as error:
+        raise ServerStartError(f"{server.name}: {error}:\n{log_tail(server.log_path)}") from error
 
 
 def stop(process: subprocess.Popen[bytes], *, graceful: signal.Signals = signal.SIGTERM) -> None:
     """Stop one process by its pid: a graceful signal, then SIGKILL after a timeout."""
-    if process.poll() is not None:
-        return
-    process.send_signal(graceful)
-    try:
-        process.wait(timeout=_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=_STOP_TIMEOUT_S)
+    processes.stop_process(process, graceful_signal=graceful, timeout_seconds=_STOP_TIMEOUT_S)
 
 
 def gunicorn_command(*, app_spec: str, port: int, workers: int) -> list[str]:
@@ -139,14 +108,12 @@ def gunicorn(
     """Run gunicorn for the duration of the block; always stopped by pid on exit."""
     port = free_port()
     log_path = log_dir / f"gunicorn-{name}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            gunicorn_command(app_spec=app_spec, port=port, workers=workers),
-            cwd=PROJECT_DIR,
-            env=dict(env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    log_path.write_bytes(b"")
+    process = processes.start_process(
+        gunicorn_command(app_spec=app_spec, port=port, workers=workers),
+        env=env,
+        log_path=log_path,
+    )
     server = RunningServer(name=name, process=process, port=port, log_path=log_path)
     try:
         wait_ready(server, path=ready_path)
@@ -187,20 +154,11 @@ def process_memory(pid: int) -> ProcessMemory:
 
 def workers_memory(server: RunningServer) -> list[ProcessMemory]:
     """Memory of every worker of a running gunicorn."""
-    return [process_memory(pid) for pid in stack.worker_pids(server.process.pid)]
+    return [process_memory(pid) for pid in processes.worker_pids(server.process.pid)]
 
 
 def base_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment for the app: production settings (debug off) plus `extra`."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DJANGO_LOG_LEVEL": "WARNING",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
+    """The environment for the app: production settings (debug off), quiet logs, plus `extra`."""
+    return processes.service_environment(
+        DJANGO_LOG_LEVEL="WARNING", PYTHONDONTWRITEBYTECODE="1", **extra
     )
-    env.update(extra)
-    return env

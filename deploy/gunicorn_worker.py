@@ -25,7 +25,7 @@ from gunicorn.workers.sync import SyncWorker
 _NOTHING_QUEUED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED})
 
 
-class DrainingSyncWorker(SyncWorker):  # type: ignore[misc]  # gunicorn ships no type hints
+class DrainingSyncWorker(SyncWorker):
     """A sync worker that, told to stop by SIGTERM, serves its accept queue until it is empty."""
 
     _terminated = False

@@ -1,9 +1,10 @@
 """Fixtures that run the production stack for real: nginx in front of gunicorn on loopback.
 
-Processes are started with deploy/stack.py's own functions (what `make stack`
-runs), on free ports, against the real PostgreSQL (a database created for the
-session and dropped after it) and the real Redis (database 13, a key prefix
-of the session's own). Every process is stopped by its pid at teardown.
+Processes are started with deploy/processes.py and nginx is rendered with
+deploy/nginx.py (what `make stack` runs), on free ports, against the real
+PostgreSQL (a database created for the session and dropped after it) and the
+real Redis (database 13, a key prefix of the session's own). Every process is
+stopped by its pid at teardown; every test has a timeout (pytest-timeout).
 
 Clients connect to 127.0.0.1 from distinct loopback source addresses
 (127.0.x.y), so nginx sees, and the rate limiter counts, a different client
@@ -26,11 +27,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from deploy import stack
+from deploy import nginx, processes
+from deploy.nginx import NginxLayout, make_world_readable_dir
 from tests.conftest import TEST_DATABASE_URL, require_program, require_service
 from tests.processes import free_port, service_environment
 
@@ -38,15 +41,22 @@ E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
 # Enough for the load the tests make, so that only the tests that mean to meet
 # a limit do.
 UNLIMITED_ENV = {"FIB_RATE_LIMIT": "1000000/m", "FIB_RATE_LIMIT_LARGE": "1000000/m"}
-GENEROUS_NGINX = {"limit_req_rate": "100000r/s", "limit_req_burst": 100000, "limit_conn": 1000}
+GENEROUS_NGINX: dict[str, Any] = {
+    "limit_req_rate": "100000r/s",
+    "limit_req_burst": 100000,
+    "limit_conn": 1000,
+}
+# Every test here starts real processes; none may hang the suite.
+E2E_TIMEOUT_SECONDS = 120
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test in this directory `e2e`."""
+    """Mark every test in this directory `e2e`, with a timeout (pytest-timeout) of its own."""
     here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_SECONDS))
 
 
 _addresses = (f"127.0.{third}.{fourth}" for third in range(10, 250) for fourth in range(2, 255))
@@ -86,7 +96,7 @@ class Reply:
         """Every value sent for a header name."""
         return [value for key, value in self.headers if key.lower() == name.lower()]
 
-    def json(self) -> object:
+    def json(self) -> Any:
         """The body parsed as JSON."""
         return json.loads(self.body)
 
@@ -187,7 +197,8 @@ class LoadGenerator:
                     connection = None
             except (OSError, http.client.HTTPException) as exc:
                 result = LoadResult(0, None, f"{type(exc).__name__}: {exc}")
-                connection.close()
+                if connection is not None:
+                    connection.close()
                 connection = None
             with self._lock:
                 self.results.append(result)
@@ -221,7 +232,7 @@ def e2e_database_url() -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = _postgres_url(name)
     try:
-        stack.manage(
+        processes.manage(
             "migrate", "--no-input", "--verbosity", "0", env=service_environment(DATABASE_URL=url)
         )
         yield url
@@ -251,24 +262,24 @@ def e2e_workdir() -> Iterator[Path]:
     Run as root, nginx's workers are `nobody`; pytest's own tmp_path is private
     to its user, so this one is made world-readable (0755) under /tmp.
     """
-    workdir = stack.make_world_readable_dir(Path(tempfile.mkdtemp(prefix="fibonacci-e2e-")))
+    workdir = make_world_readable_dir(Path(tempfile.mkdtemp(prefix="fibonacci-e2e-")))
     yield workdir
     shutil.rmtree(workdir, ignore_errors=True)
 
 
 def new_workdir(parent: Path, name: str) -> Path:
     """A fresh world-readable directory under parent."""
-    return stack.make_world_readable_dir(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent)))
+    return make_world_readable_dir(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent)))
 
 
 @pytest.fixture(scope="session")
 def e2e_static_root(e2e_programs: None, e2e_workdir: Path) -> Path:
     """collectstatic once, into a directory nginx's workers can read."""
-    static_root = stack.make_world_readable_dir(e2e_workdir / "static")
+    static_root = make_world_readable_dir(e2e_workdir / "static")
     env = service_environment(DATABASE_URL="sqlite:///:memory:") | {
         "DJANGO_STATIC_ROOT": str(static_root)
     }
-    stack.manage("collectstatic", "--no-input", "--verbosity", "0", env=env)
+    processes.manage("collectstatic", "--no-input", "--verbosity", "0", env=env)
     return static_root
 
 
@@ -330,10 +341,10 @@ class NginxInstance:
     """A rendered nginx in its own prefix, listening on a loopback port."""
 
     port: int
-    layout: stack.NginxLayout
+    layout: NginxLayout
     process: subprocess.Popen[bytes]
 
-    def get(self, path: str, **kwargs) -> Reply:
+    def get(self, path: str, **kwargs: Any) -> Reply:
         """A request through this nginx."""
         return http_request(self.port, path, **kwargs)
 
@@ -377,42 +388,47 @@ class StackFactory:
                 }
                 | env
             )
-            process = stack.start_gunicorn(
+            process = processes.start_gunicorn(
                 env=process_env, log_path=self.workdir / f"gunicorn-{port}.out"
             )
             instance = AppInstance(port, process, access_log)
             self.apps.append(instance)
             started.append(instance)
         for instance in started:
-            stack.wait_until_ready(
+            processes.wait_until_ready(
                 f"http://{instance.address}/healthz", process=instance.process, timeout_seconds=60
             )
         return started
 
-    def start_nginx(self, apps: list[AppInstance], **render) -> NginxInstance:
-        """nginx rendered from deploy/nginx.conf in a prefix of its own, in front of apps."""
+    def start_nginx(self, apps: list[AppInstance], **render: Any) -> NginxInstance:
+        """nginx rendered from deploy/nginx.conf in a prefix of its own, in front of apps.
+
+        Its proxy timeouts are rendered for gunicorn's timeout under the apps'
+        environment, as `make stack` does.
+        """
         port = free_port()
-        layout = stack.NginxLayout(stack.make_world_readable_dir(self.workdir / f"nginx-{port}"))
-        conf_text = stack.render_nginx_conf(
+        layout = NginxLayout(make_world_readable_dir(self.workdir / f"nginx-{port}"))
+        conf_text = nginx.render_nginx_conf(
             prefix=layout.prefix,
             listen=f"127.0.0.1:{port}",
             upstreams=[app.address for app in apps],
             static_root=self.static_root,
+            gunicorn_timeout_seconds=processes.gunicorn_setting("timeout", self.base_env),
             **render,
         )
-        stack.prepare_nginx(layout, conf_text=conf_text)
-        process = stack.start_nginx(layout)
+        nginx.prepare_nginx(layout, conf_text=conf_text)
+        process = processes.start_nginx(layout)
         instance = NginxInstance(port, layout, process)
         self.nginxes.append(instance)
-        stack.wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=process)
+        processes.wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=process)
         return instance
 
     def stop_all(self) -> None:
         """nginx first, then gunicorn gracefully; anything left is killed by its pid."""
-        for nginx in self.nginxes:
-            stack.stop_nginx(nginx.process)
+        for front in self.nginxes:
+            processes.stop_nginx(front.process)
         for app in self.apps:
-            stack.stop_gunicorn(app.process, graceful_timeout=15)
+            processes.stop_gunicorn(app.process, graceful_timeout=15)
 
 
 @contextmanager

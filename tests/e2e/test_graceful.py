@@ -8,14 +8,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from deploy import stack
+from deploy.processes import worker_pids
 from tests.conftest import reference_fibonacci
 
 from .conftest import GENEROUS_NGINX, UNLIMITED_ENV, LoadGenerator, wait_for_log
 
 
 def _worker_pids(app) -> set[int]:
-    return set(stack.worker_pids(app.process.pid))
+    return set(worker_pids(app.process.pid))
 
 
 def _wait_for_new_workers(app, old: set[int], *, timeout_seconds: float = 20) -> set[int]:
@@ -79,7 +79,7 @@ def _accept_queue_length(port: int) -> int:
 def test_sigterm_answers_the_requests_already_queued_for_gunicorn(stack_factory, client_address):
     (app,) = stack_factory.start_apps(1, workers=1, **UNLIMITED_ENV)
     nginx = stack_factory.start_nginx([app], **GENEROUS_NGINX)
-    (worker,) = stack.worker_pids(app.process.pid)
+    (worker,) = worker_pids(app.process.pid)
     # A stopped worker accepts nothing: the requests wait in the kernel's accept
     # queue of gunicorn's socket, as they do behind busy workers under load.
     os.kill(worker, signal.SIGSTOP)

@@ -1,4 +1,4 @@
-"""`make stack` (deploy/stack.py): serves through nginx, and SIGTERM stops all it started."""
+"""`make stack` (python -m deploy stack): serves through nginx, and SIGTERM stops all it started."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import subprocess
 import sys
 import time
 
-from deploy import stack
-from tests.processes import free_port
+from tests.processes import PROJECT_DIR, free_port
 
 from .conftest import http_request
 
@@ -45,8 +44,11 @@ def test_stack_serves_through_nginx_and_stops_everything_it_started(
     }
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "deploy/stack.py", "--port", str(port), "--app-port", str(app_port)],
-            cwd=stack.PROJECT_DIR,
+            [
+                *[sys.executable, "-m", "deploy", "stack"],
+                *["--port", str(port), "--app-port", str(app_port)],
+            ],
+            cwd=PROJECT_DIR,
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -61,7 +63,9 @@ def test_stack_serves_through_nginx_and_stops_everything_it_started(
             assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.1)
         pids = [int(pid) for pid in started.groups()]
-        prefix = PREFIX.search(output.read_bytes()).group(1).decode()
+        prefix_line = PREFIX.search(output.read_bytes())
+        assert prefix_line, output.read_text()
+        prefix = prefix_line.group(1).decode()
 
         reply = http_request(port, "/api/v1/fibonacci/?n=5")
         assert reply.status == 200 and reply.json()["sequence"] == [0, 1, 1, 2, 3]

@@ -1,15 +1,25 @@
-"""deploy/nginx.conf as rendered: accepted by nginx, and in step with gunicorn's settings."""
+"""deploy/nginx.conf as rendered: accepted by nginx, in step with gunicorn, and its command line."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from deploy import stack
+from deploy import nginx
+from deploy.processes import PROJECT_DIR, gunicorn_setting
 from tests.conftest import require_program
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+HSTS = ("Strict-Transport-Security", '"max-age=63072000"')
 
 
 def _render(tmp_path, **overrides):
@@ -18,22 +28,45 @@ def _render(tmp_path, **overrides):
         "listen": "127.0.0.1:8080",
         "upstreams": ["127.0.0.1:8001", "127.0.0.1:8002"],
         "static_root": tmp_path / "static",
+        "gunicorn_timeout_seconds": 30,
     } | overrides
-    return stack.render_nginx_conf(**kwargs)
+    return nginx.render_nginx_conf(**kwargs)
 
 
 def _directives(conf_text: str, name: str) -> list[str]:
     return re.findall(r"^\s*" + name + r"\s+([^;{]*);", conf_text, flags=re.MULTILINE)
 
 
+def _seconds(value: str) -> int:
+    """An nginx time in whole seconds ("35s" or "35")."""
+    match = re.fullmatch(r"(\d+)s?", value)
+    assert match, f"not a time in seconds: {value!r}"
+    return int(match.group(1))
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m deploy ...` from the checkout, as the deployment docs run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "deploy", *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+RENDER_ARGS = ("--upstream", "10.0.0.2:8000", "--static-root", "/srv/fibonacci/static")
+
+
 def test_rendered_config_passes_nginx_t(e2e_programs, e2e_workdir):
-    layout = stack.NginxLayout(e2e_workdir / "config-check")
-    stack.prepare_nginx(layout, conf_text=_render(layout.prefix))
+    layout = nginx.NginxLayout(e2e_workdir / "config-check")
+    nginx.prepare_nginx(layout, conf_text=_render(layout.prefix))
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls):
-    prefix = stack.make_world_readable_dir(e2e_workdir / f"production-render-{tls}")
+    prefix = nginx.make_world_readable_dir(e2e_workdir / f"production-render-{tls}")
     tls_args = []
     if tls:
         openssl = require_program("openssl")
@@ -52,18 +85,13 @@ def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls):
             "--tls-key",
             str(prefix / "key.pem"),
         ]
-    rendered = subprocess.run(
-        [
-            *[sys.executable, "deploy/stack.py", "render", "--upstream", "10.0.0.2:8000"],
-            *["--upstream", "10.0.0.3:8000", "--static-root", "/srv/fibonacci/static"],
-            *["--prefix", str(prefix), "--log-dir", str(prefix)],
-            *["--pid-file", str(prefix / "nginx.pid"), *tls_args],
-        ],
-        cwd=stack.PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    result = _cli(
+        *["render", "--gunicorn-timeout", "30", *RENDER_ARGS, "--upstream", "10.0.0.3:8000"],
+        *["--prefix", str(prefix), "--log-dir", str(prefix)],
+        *["--pid-file", str(prefix / "nginx.pid"), *tls_args],
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = result.stdout
     assert "server 10.0.0.2:8000" in rendered and "server 10.0.0.3:8000" in rendered
     assert ("return 301 https://" in rendered) is tls
     # On the server and again in each error location, whose own headers replace it.
@@ -74,24 +102,143 @@ def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls):
     )
     # Production names Debian's www-data; this check runs wherever nginx -t can.
     (prefix / "nginx.conf").write_text(rendered.replace("user www-data;", ""))
-    check = subprocess.run(
-        [stack.nginx_binary(), "-t", "-q", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stderr
+    nginx.check_nginx_conf(prefix / "nginx.conf", prefix=prefix)
 
 
-@pytest.mark.parametrize("gunicorn_timeout", ["30", "45"])
-def test_proxy_timeouts_outlast_gunicorns_timeout(tmp_path, gunicorn_timeout):
-    timeout = stack.gunicorn_setting("timeout", {"GUNICORN_TIMEOUT": gunicorn_timeout})
-    conf_text = _render(tmp_path, gunicorn_timeout=timeout)
+def _blocks(conf_text: str, opening: str) -> list[str]:
+    """The text of each `opening {` block (up to its closing brace), nested blocks included."""
+    found = []
+    for match in re.finditer(re.escape(opening) + r"[^{;]*\{", conf_text):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(conf_text[end], 0)
+            end += 1
+        found.append(conf_text[match.end() : end - 1])
+    return found
+
+
+def _own_headers(block: str) -> dict[str, str]:
+    """add_header name -> value set directly in a block (not in the blocks nested in it)."""
+    flat = re.sub(r"\{[^{}]*\}", "", block)
+    while re.search(r"\{[^{}]*\}", flat):
+        flat = re.sub(r"\{[^{}]*\}", "", flat)
+    return {
+        name: value.removesuffix(" always")
+        for name, value in (line.split(None, 1) for line in _directives(flat, "add_header"))
+    }
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_the_server_and_every_error_location_set_the_security_headers(tmp_path, tls):
+    certificate = nginx.TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem") if tls else None
+    conf_text = _render(tmp_path, tls=certificate)
+    expected = SECURITY_HEADERS | (dict([HSTS]) if tls else {})
+    (server,) = [block for block in _blocks(conf_text, "server") if "proxy_pass" in block]
+    assert _own_headers(server) == expected
+    error_locations = _blocks(conf_text, "location @") + _blocks(conf_text, "location = /_errors")
+    assert len(error_locations) == 4
+    for location in error_locations:
+        headers = _own_headers(location)
+        assert {name: headers.get(name) for name in expected} == expected, location
+    # The other locations set none of their own, so the server's apply to them.
+    for location in _blocks(conf_text, "location /"):
+        assert _own_headers(location) == {}
+
+
+def test_the_security_headers_are_written_once_in_the_template():
+    template = nginx.NGINX_TEMPLATE.read_text()
+    for name in SECURITY_HEADERS:
+        assert f"add_header {name}" not in template
+    snippet = nginx.SECURITY_HEADERS_TEMPLATE.read_text()
+    for name, value in SECURITY_HEADERS.items():
+        assert snippet.count(f"add_header {name} {value} always;") == 1
+
+
+@pytest.mark.parametrize("gunicorn_timeout", [30, 45, 120])
+def test_proxy_timeouts_outlast_the_gunicorn_timeout_given(tmp_path, gunicorn_timeout):
+    conf_text = _render(tmp_path, gunicorn_timeout_seconds=gunicorn_timeout)
     for name in ("proxy_read_timeout", "proxy_send_timeout"):
         (value,) = _directives(conf_text, name)
-        assert value == f"{int(gunicorn_timeout) + stack.PROXY_TIMEOUT_MARGIN_SECONDS}s"
-    graceful = stack.runpy.run_path(str(stack.GUNICORN_CONF))["graceful_timeout"]
+        assert _seconds(value) > gunicorn_timeout, (
+            f"{name} {value} vs gunicorn {gunicorn_timeout} s"
+        )
+    graceful = gunicorn_setting("graceful_timeout", {})
     assert graceful >= 30, "a reload must give in-flight requests gunicorn's timeout to finish"
+
+
+@pytest.mark.parametrize("file_timeout", [45, 90])
+def test_render_takes_gunicorns_timeout_from_the_env_file_not_the_shell(tmp_path, file_timeout):
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        f"# as /etc/fibonacci/env\nDJANGO_SECRET_KEY='x'\n\nGUNICORN_TIMEOUT = {file_timeout}\n"
+    )
+    # The shell that renders says otherwise; gunicorn under systemd never sees it.
+    shell = {**os.environ, "GUNICORN_TIMEOUT": "10"}
+    result = _cli("render", "--env-file", str(env_file), *RENDER_ARGS, env=shell)
+    assert result.returncode == 0, result.stderr
+    for name in ("proxy_read_timeout", "proxy_send_timeout"):
+        (value,) = _directives(result.stdout, name)
+        assert _seconds(value) > file_timeout, f"{name} {value} vs gunicorn {file_timeout} s"
+
+
+def test_render_with_an_env_file_without_a_timeout_outlasts_gunicorns_default(tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("DATABASE_URL=postgres://fibonacci@127.0.0.1/fibonacci\n")
+    result = _cli("render", "--env-file", str(env_file), *RENDER_ARGS)
+    assert result.returncode == 0, result.stderr
+    (value,) = _directives(result.stdout, "proxy_read_timeout")
+    assert _seconds(value) > 30, "gunicorn's documented default timeout is 30 s"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "one of the arguments --env-file --gunicorn-timeout is required"),
+        (("--gunicorn-timeout", "0"), "--gunicorn-timeout: must be a whole number of at least 1"),
+        (("--gunicorn-timeout", "soon"), "--gunicorn-timeout: must be a whole number"),
+        (("--env-file", "/nonexistent/env"), "--env-file /nonexistent/env: "),
+        (("--env-file", "{bad_timeout}"), "GUNICORN_TIMEOUT must be an integer >= 1, not '0'"),
+        (("--env-file", "{not_a_variable}"), "expected NAME=value"),
+        (
+            ("--env-file", "{bad_timeout}", "--gunicorn-timeout", "30"),
+            "not allowed with argument",
+        ),
+    ],
+    ids=["none", "zero", "words", "missing-file", "zero-in-file", "bad-line", "both"],
+)
+def test_render_refuses_a_missing_or_bad_gunicorn_timeout(tmp_path, args, message):
+    (tmp_path / "bad-timeout").write_text("GUNICORN_TIMEOUT=0\n")
+    (tmp_path / "not-a-variable").write_text("GUNICORN_TIMEOUT\n")
+    files = {
+        "bad_timeout": str(tmp_path / "bad-timeout"),
+        "not_a_variable": str(tmp_path / "not-a-variable"),
+    }
+    result = _cli("render", *RENDER_ARGS, *(arg.format(**files) for arg in args))
+    assert result.returncode == 2 and result.stdout == ""
+    assert message in result.stderr, result.stderr
+
+
+def test_limit_options_after_render_are_rendered():
+    result = _cli(
+        *["render", "--gunicorn-timeout", "30", *RENDER_ARGS],
+        *["--limit-req-rate", "7r/s", "--limit-req-burst", "8", "--limit-conn", "9"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert _directives(result.stdout, "limit_req_zone") == [
+        "$binary_remote_addr zone=fib_req_per_ip:10m rate=7r/s"
+    ]
+    assert _directives(result.stdout, "limit_req") == ["zone=fib_req_per_ip burst=8 nodelay"]
+    assert _directives(result.stdout, "limit_conn") == ["fib_conn_per_ip 9"]
+
+
+@pytest.mark.parametrize("command", ["render", "stack"])
+@pytest.mark.parametrize(
+    "option", [("--limit-req-rate", "7r/s"), ("--limit-req-burst", "8"), ("--limit-conn", "9")]
+)
+def test_limit_options_before_the_subcommand_are_refused_not_ignored(command, option):
+    result = _cli(*option, command, "--gunicorn-timeout", "30", *RENDER_ARGS)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "usage: python -m deploy" in result.stderr
 
 
 def test_forwarding_headers_are_overwritten_with_the_peer_address(tmp_path):

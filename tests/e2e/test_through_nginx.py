@@ -161,7 +161,7 @@ def test_security_headers_appear_once_and_nginx_hides_its_version(nginx, client_
 # --- Static files -----------------------------------------------------------------
 
 
-def _static_urls(html: bytes) -> list[str]:
+def _static_urls(html: bytes) -> list[bytes]:
     return sorted(set(re.findall(rb'(?:href|src)="(/static/[^"?]+)', html)))
 
 

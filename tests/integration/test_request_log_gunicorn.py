@@ -11,7 +11,6 @@ import http.client
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,14 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from deploy import stack
+from deploy import processes
 from tests.conftest import require_service
-from tests.processes import free_port
+from tests.processes import free_port, service_environment
 
 # Its server writes to the database DATABASE_URL names: the PostgreSQL pass runs it too.
-pytestmark = [pytest.mark.e2e, pytest.mark.database]
+pytestmark = [pytest.mark.e2e, pytest.mark.database, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
@@ -65,7 +63,7 @@ def log_database(tmp_path):
 
 
 def _worker_pids(master_pid):
-    return set(stack.worker_pids(master_pid))
+    return set(processes.worker_pids(master_pid))
 
 
 def _get(port, path):
@@ -89,42 +87,23 @@ def _wait_until(condition, *, within_seconds, what):
 
 def test_gunicorn_reload_and_sigterm_write_every_answered_request(log_database, tmp_path):
     database_url, stored_ids = log_database
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "fibproject.settings",
-        "DJANGO_SECRET_KEY": "gunicorn-test-secret",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": database_url,
-        "FIB_MAX_N": "200",
-        "FIB_RATE_LIMIT_ENABLED": "false",
-        "FIB_LOG_FLUSH_MS": "3600000",
-        "FIB_LOG_BATCH_SIZE": "10000",
-    }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
+    env = service_environment(
+        DATABASE_URL=database_url,
+        FIB_MAX_N="200",
+        FIB_RATE_LIMIT_ENABLED="false",
+        FIB_LOG_FLUSH_MS="3600000",
+        FIB_LOG_BATCH_SIZE="10000",
     )
+    processes.manage("migrate", "--no-input", "-v", "0", env=env)
     port = free_port()
     log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        server = subprocess.Popen(
-            [str(GUNICORN), "fibproject.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    server = processes.start_process(
+        [str(GUNICORN), "fibproject.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", "2"],
+        env=env,
+        log_path=log_path,
+    )
     try:
-
-        def ready():
-            try:
-                return _get(port, "/healthz").status == 200
-            except OSError:
-                return False
-
-        _wait_until(ready, within_seconds=30, what="gunicorn to answer")
+        processes.wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=server)
         _wait_until(lambda: len(_worker_pids(server.pid)) == 2, within_seconds=10, what="workers")
 
         answered = set()
@@ -143,14 +122,13 @@ def test_gunicorn_reload_and_sigterm_write_every_answered_request(log_database, 
         )
         assert stored_ids() == answered  # written by the reloaded workers on their way out
 
-        _wait_until(ready, within_seconds=30, what="the new workers")
+        processes.wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=server)
         for n in range(40):
             response = _get(port, f"/api/v1/fibonacci/{n}/")
             assert response.status == 200
             answered.add(response.getheader("X-Request-ID"))
     finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        processes.stop_gunicorn(server, graceful_timeout=30)
     log = log_path.read_text(errors="replace")
     assert stored_ids() == answered, log
     assert len(answered) == 80

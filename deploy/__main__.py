@@ -1,0 +1,161 @@
+"""The command line of deploy/: `python -m deploy stack` (what `make stack` runs) and `render`.
+
+    python -m deploy stack [--port 8080] [--app-port 8001] [--limit-...]
+    python -m deploy render --env-file /etc/fibonacci/env --upstream 127.0.0.1:8000 \\
+        --static-root /srv/fibonacci/static [--server-name ...] [--tls-...] [--limit-...]
+
+Run from the checkout. Every option belongs to its subcommand and is given
+after it; `render` prints the nginx config for a production host, with
+gunicorn's timeout read from the service's environment file (as gunicorn
+reads it) or given as --gunicorn-timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from deploy.envfile import EnvFileError, read_env_file
+from deploy.nginx import (
+    DEFAULT_LIMIT_CONN,
+    DEFAULT_LIMIT_REQ_BURST,
+    DEFAULT_LIMIT_REQ_RATE,
+    TlsFiles,
+    render_nginx_conf,
+)
+from deploy.processes import gunicorn_setting
+from deploy.stack import run_stack
+
+
+def _positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--limit-req-rate",
+        default=DEFAULT_LIMIT_REQ_RATE,
+        help=f"nginx requests per client address (default {DEFAULT_LIMIT_REQ_RATE})",
+    )
+    parser.add_argument(
+        "--limit-req-burst",
+        type=int,
+        default=DEFAULT_LIMIT_REQ_BURST,
+        help=f"requests over the rate served at once (default {DEFAULT_LIMIT_REQ_BURST})",
+    )
+    parser.add_argument(
+        "--limit-conn",
+        type=int,
+        default=DEFAULT_LIMIT_CONN,
+        help=f"nginx connections per client address (default {DEFAULT_LIMIT_CONN}); "
+        "raise all three to benchmark from one host",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: a required subcommand, each with its own options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy", description=(__doc__ or "").splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{stack,render}")
+
+    stack = commands.add_parser(
+        "stack", help="nginx + gunicorn as in production on 127.0.0.1 until Ctrl-C (make stack)"
+    )
+    stack.add_argument("--port", type=int, default=8080, help="nginx port (default 8080)")
+    stack.add_argument(
+        "--app-port", type=int, default=8001, help="gunicorn port on loopback (default 8001)"
+    )
+    _add_limit_options(stack)
+
+    render = commands.add_parser("render", help="print deploy/nginx.conf rendered for a host")
+    timeout = render.add_mutually_exclusive_group(required=True)
+    timeout.add_argument(
+        "--env-file",
+        type=Path,
+        help="the service's environment file (systemd EnvironmentFile=, e.g. /etc/fibonacci/env): "
+        "gunicorn's timeout is read from its GUNICORN_TIMEOUT as gunicorn.conf.py reads it",
+    )
+    timeout.add_argument(
+        "--gunicorn-timeout",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="gunicorn's timeout, when it is not set by an environment file",
+    )
+    render.add_argument(
+        "--listen", help="nginx `listen` (default 80, or `443 ssl http2` with --tls-certificate)"
+    )
+    render.add_argument("--tls-certificate", help="certificate chain: serve HTTPS, redirect HTTP")
+    render.add_argument("--tls-key", help="the certificate's private key")
+    render.add_argument("--server-name", default="_", help="nginx `server_name`")
+    render.add_argument(
+        "--upstream",
+        action="append",
+        required=True,
+        help="a gunicorn address (host:port or unix:/path); repeat for several",
+    )
+    render.add_argument("--static-root", required=True, help="DJANGO_STATIC_ROOT")
+    render.add_argument("--prefix", default="/var/lib/nginx", help="nginx's temp files")
+    render.add_argument("--pid-file", default="/run/nginx.pid", help="as in nginx.service")
+    render.add_argument("--log-dir", default="/var/log/nginx", help="error.log, access.log")
+    render.add_argument("--user", default="www-data", help="the user nginx's workers run as")
+    _add_limit_options(render)
+    return parser
+
+
+def gunicorn_timeout_from(env_file: Path) -> int:
+    """gunicorn's `timeout` under the variables of env_file alone, as systemd would start it."""
+    return gunicorn_setting("timeout", read_env_file(env_file))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the subcommand; argparse exits 2 on a bad command line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "stack":
+        return run_stack(
+            port=args.port,
+            app_port=args.app_port,
+            limit_req_rate=args.limit_req_rate,
+            limit_req_burst=args.limit_req_burst,
+            limit_conn=args.limit_conn,
+        )
+
+    if bool(args.tls_certificate) != bool(args.tls_key):
+        parser.error("--tls-certificate and --tls-key go together")
+    if args.env_file is not None:
+        try:
+            gunicorn_timeout = gunicorn_timeout_from(args.env_file)
+        except (OSError, EnvFileError, ImproperlyConfigured) as exc:
+            parser.error(f"--env-file {args.env_file}: {exc}")
+    else:
+        gunicorn_timeout = args.gunicorn_timeout
+    tls = TlsFiles(Path(args.tls_certificate), Path(args.tls_key)) if args.tls_key else None
+    sys.stdout.write(
+        render_nginx_conf(
+            prefix=Path(args.prefix),
+            listen=args.listen or ("443 ssl http2" if tls else "80"),
+            pid_file=Path(args.pid_file),
+            log_dir=Path(args.log_dir),
+            upstreams=args.upstream,
+            static_root=Path(args.static_root),
+            gunicorn_timeout_seconds=gunicorn_timeout,
+            server_name=args.server_name,
+            user=f"user {args.user};",
+            tls=tls,
+            limit_req_rate=args.limit_req_rate,
+            limit_req_burst=args.limit_req_burst,
+            limit_conn=args.limit_conn,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""deploy/nginx.conf rendered for a host: placeholders filled in, checked by `nginx -t`.
+
+The one renderer of the template, used by `make stack`, the end-to-end tests,
+the benchmark and production (`python -m deploy render`). Rendering is pure
+text: nothing here reads the environment; gunicorn's timeout, the limits and
+every path are arguments.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEPLOY_DIR = Path(__file__).resolve().parent
+NGINX_TEMPLATE = DEPLOY_DIR / "nginx.conf"
+# The response headers of every answer, written once and placed by {{ security_headers }}.
+SECURITY_HEADERS_TEMPLATE = DEPLOY_DIR / "nginx-security-headers.conf"
+
+# The outer shield in nginx: per client address, far above the app's own
+# per-client budget, so that only floods meet it.
+DEFAULT_LIMIT_REQ_RATE = "50r/s"
+DEFAULT_LIMIT_REQ_BURST = 100
+DEFAULT_LIMIT_CONN = 50
+# nginx waits this much longer than gunicorn's `timeout` for an answer, so that
+# gunicorn, not nginx, ends (and logs) a stuck request.
+PROXY_TIMEOUT_MARGIN_SECONDS = 5
+
+_PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
+
+
+@dataclass(frozen=True, slots=True)
+class NginxLayout:
+    """Where a rendered nginx keeps its config, pid file, logs and temp files."""
+
+    prefix: Path
+
+    @property
+    def conf(self) -> Path:
+        """The rendered nginx.conf."""
+        return self.prefix / "nginx.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        """nginx's master pid."""
+        return self.prefix / "nginx.pid"
+
+    @property
+    def access_log(self) -> Path:
+        """nginx's access log: one line per request with upstream, times and request id."""
+        return self.prefix / "access.log"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A certificate chain and its key: nginx then serves HTTPS and redirects HTTP to it."""
+
+    certificate: Path
+    key: Path
+
+
+def nginx_user_directive() -> str:
+    """`user nobody <group>;` when run as root (nginx's workers drop to it), else nothing."""
+    if os.geteuid() != 0:
+        return "# Not root: nginx's workers run as the user who started it."
+    nobody = pwd.getpwnam("nobody")
+    return f"user nobody {grp.getgrgid(nobody.pw_gid).gr_name};"
+
+
+def _tls_directives(tls: TlsFiles | None) -> str:
+    if tls is None:
+        return "        # Plain HTTP: TLS ends in front of this server, or this is a local run."
+    return "\n".join(
+        f"        {line}"
+        for line in (
+            f"ssl_certificate {tls.certificate};",
+            f"ssl_certificate_key {tls.key};",
+            "ssl_protocols TLSv1.2 TLSv1.3;",
+            "ssl_session_cache shared:fib_tls:10m;",
+            "ssl_session_timeout 1d;",
+        )
+    )
+
+
+def _hsts_directive(tls: TlsFiles | None) -> str:
+    # Browsers keep to HTTPS for two years (Django leaves HSTS to us).
+    if tls is None:
+        return "# No HSTS over plain HTTP."
+    return 'add_header Strict-Transport-Security "max-age=63072000" always;'
+
+
+def security_headers(tls: TlsFiles | None) -> list[str]:
+    """The directives of deploy/nginx-security-headers.conf, without its comment."""
+    lines = SECURITY_HEADERS_TEMPLATE.read_text().splitlines()
+    body = [line for line in lines if line.strip() and not line.startswith("#")]
+    return [line.replace("{{ hsts }}", _hsts_directive(tls)) for line in body]
+
+
+def _redirect_server(tls: TlsFiles | None, server_name: str) -> str:
+    if tls is None:
+        return ""
+    return (
+        "    # Plain HTTP only redirects to HTTPS.\n"
+        "    server {\n"
+        "        listen 80;\n"
+        f"        server_name {server_name};\n"
+        "        location / {\n"
+        "            return 301 https://$host$request_uri;\n"
+        "        }\n"
+        "    }\n"
+    )
+
+
+def _indented_block(text: str, *, placeholder: str, lines: Sequence[str]) -> str:
+    """Replace each line holding only `{{ placeholder }}` by lines, at that line's indent."""
+    pattern = re.compile(r"^([ \t]*)\{\{ " + placeholder + r" \}\}[ \t]*$", flags=re.MULTILINE)
+    return pattern.sub(lambda match: "\n".join(match.group(1) + line for line in lines), text)
+
+
+def render_nginx_conf(
+    *,
+    prefix: Path,
+    listen: str,
+    upstreams: Sequence[str],
+    static_root: Path,
+    gunicorn_timeout_seconds: int,
+    pid_file: Path | None = None,
+    log_dir: Path | None = None,
+    server_name: str = "_",
+    user: str | None = None,
+    limit_req_rate: str = DEFAULT_LIMIT_REQ_RATE,
+    limit_req_burst: int = DEFAULT_LIMIT_REQ_BURST,
+    limit_conn: int = DEFAULT_LIMIT_CONN,
+    tls: TlsFiles | None = None,
+) -> str:
+    """deploy/nginx.conf with its placeholders filled in.
+
+    gunicorn_timeout_seconds is the `timeout` the upstream gunicorn runs with
+    (read by the caller from the environment gunicorn runs under, never from
+    the shell that renders); nginx's proxy timeouts are set longer than it.
+    """
+    if not upstreams:
+        raise ValueError("nginx needs at least one upstream server")
+    if gunicorn_timeout_seconds < 1:
+        raise ValueError(f"gunicorn's timeout must be at least 1 s, not {gunicorn_timeout_seconds}")
+    proxy_timeout_seconds = gunicorn_timeout_seconds + PROXY_TIMEOUT_MARGIN_SECONDS
+    values = {
+        "user": user if user is not None else nginx_user_directive(),
+        "prefix": str(prefix),
+        "pid_file": str(pid_file or NginxLayout(prefix).pid_file),
+        "log_dir": str(log_dir or prefix),
+        "listen": listen,
+        "server_name": server_name,
+        "tls": _tls_directives(tls),
+        "http_redirect_server": _redirect_server(tls, server_name),
+        "static_root": str(static_root).rstrip("/"),
+        "upstream_servers": "\n".join(
+            f"        server {address} max_fails=1 fail_timeout=5s;" for address in upstreams
+        ),
+        "limit_req_rate": limit_req_rate,
+        "limit_req_burst": str(limit_req_burst),
+        "limit_conn": str(limit_conn),
+        "gunicorn_timeout": str(gunicorn_timeout_seconds),
+        "proxy_timeout": str(proxy_timeout_seconds),
+    }
+    text = _indented_block(
+        NGINX_TEMPLATE.read_text(), placeholder="security_headers", lines=security_headers(tls)
+    )
+    text = _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), text)
+    if unfilled := _PLACEHOLDER.search(text):
+        raise ValueError(f"unfilled placeholder in {NGINX_TEMPLATE}: {unfilled.group(0)}")
+    return text
+
+
+def nginx_binary() -> str:
+    """The nginx executable: on PATH, or in /usr/sbin where Debian puts it."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
+    if not found:
+        raise FileNotFoundError("nginx is not installed (Debian: apt-get install nginx)")
+    return found
+
+
+def make_world_readable_dir(path: Path) -> Path:
+    """Create path (0755) so that nginx workers running as `nobody` can read below it."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+    return path
+
+
+def check_nginx_conf(conf: Path, *, prefix: Path) -> None:
+    """Run `nginx -t` on a rendered config; raise with nginx's message if it is rejected."""
+    result = subprocess.run(
+        [nginx_binary(), "-t", "-q", "-p", str(prefix), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"nginx -t rejected {conf}:\n{result.stderr}")
+
+
+def prepare_nginx(layout: NginxLayout, *, conf_text: str) -> None:
+    """Write the rendered config into the prefix and check it with `nginx -t`."""
+    make_world_readable_dir(layout.prefix)
+    layout.conf.write_text(conf_text)
+    check_nginx_conf(layout.conf, prefix=layout.prefix)
