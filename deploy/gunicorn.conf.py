@@ -1,8 +1,10 @@
 """gunicorn settings for the Fibonacci service, read from the environment.
 
 Used by the systemd unit, `make stack` and the end-to-end tests:
-`gunicorn -c deploy/gunicorn.conf.py`. deploy/stack.py reads `timeout` from
-here to render nginx's proxy timeouts, so the two tiers cannot drift apart.
+`gunicorn -c deploy/gunicorn.conf.py`. nginx's proxy timeouts are rendered
+from `timeout` as this file computes it under the service's own environment
+(deploy/processes.py gunicorn_setting; `python -m deploy render --env-file`),
+so the two tiers cannot drift apart.
 """
 
 from __future__ import annotations
