@@ -76,6 +76,15 @@ def _accept_queue_length(port: int) -> int:
     return 0
 
 
+def _signal_pending(pid: int, signum: int) -> bool:
+    """Whether signum waits to be delivered to a (stopped) process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, mask = line.partition(":")
+        if name in ("SigPnd", "ShdPnd") and int(mask, 16) & (1 << (signum - 1)):
+            return True
+    return False
+
+
 def test_sigterm_answers_the_requests_already_queued_for_gunicorn(stack_factory, client_address):
     (app,) = stack_factory.start_apps(1, workers=1, **UNLIMITED_ENV)
     nginx = stack_factory.start_nginx([app], **GENEROUS_NGINX)
@@ -94,7 +103,11 @@ def test_sigterm_answers_the_requests_already_queued_for_gunicorn(stack_factory,
                 assert time.monotonic() < deadline, "the requests did not reach gunicorn's queue"
                 time.sleep(0.02)
             app.signal(signal.SIGTERM)
-            time.sleep(0.2)  # the master closes its socket and signals the worker
+            # The master closes its socket, then signals the worker, which sees
+            # the SIGTERM before it can accept anything.
+            while not _signal_pending(worker, signal.SIGTERM):
+                assert time.monotonic() < deadline, "the master did not signal its worker"
+                time.sleep(0.02)
             os.kill(worker, signal.SIGCONT)
             answers = [future.result(timeout=30) for future in replies]
     finally:

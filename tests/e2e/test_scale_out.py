@@ -89,7 +89,7 @@ def test_killed_instance_is_used_again_once_it_is_back(stack_factory, client_add
     assert statuses == [200] * 20
     (revived,) = stack_factory.start_apps(1, workers=1, ports=[victim.port], **UNLIMITED_ENV)
 
-    # nginx tries a failed server again after fail_timeout (5 s in deploy/stack.py).
+    # nginx tries a failed server again after fail_timeout (5 s in deploy/nginx.py).
     def served_through_nginx():
         return [
             line
