@@ -2,7 +2,7 @@
 
     python -m deploy stack [--port 8080] [--app-port 8001] [--limit-...]
     python -m deploy render --env-file /etc/fibonacci/env --upstream 127.0.0.1:8000 \\
-        --static-root /srv/fibonacci/static [--server-name ...] [--tls-...] [--limit-...]
+        --static-root /srv/fibonacci/static --server-name api.example.com [--tls-...] [--limit-...]
 
 Run from the checkout. Every option belongs to its subcommand and is given
 after it; `render` prints the nginx config for a production host, with
@@ -25,6 +25,7 @@ from deploy.nginx import (
     DEFAULT_LIMIT_REQ_BURST,
     DEFAULT_LIMIT_REQ_RATE,
     TlsFiles,
+    default_listen,
     render_nginx_conf,
 )
 from deploy.processes import gunicorn_setting
@@ -89,11 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="gunicorn's timeout, when it is not set by an environment file",
     )
     render.add_argument(
-        "--listen", help="nginx `listen` (default 80, or `443 ssl http2` with --tls-certificate)"
+        "--listen",
+        action="append",
+        help="nginx `listen`; repeat for several (default 80, or `443 ssl http2` with "
+        "--tls-certificate, on IPv4 and, where the host has it, IPv6)",
     )
     render.add_argument("--tls-certificate", help="certificate chain: serve HTTPS, redirect HTTP")
     render.add_argument("--tls-key", help="the certificate's private key")
-    render.add_argument("--server-name", default="_", help="nginx `server_name`")
+    render.add_argument(
+        "--server-name",
+        required=True,
+        help="nginx `server_name`: the host names served (space-separated); others get 421",
+    )
     render.add_argument(
         "--upstream",
         action="append",
@@ -140,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(
         render_nginx_conf(
             prefix=Path(args.prefix),
-            listen=args.listen or ("443 ssl http2" if tls else "80"),
+            listen=args.listen or default_listen(tls=tls is not None),
             pid_file=Path(args.pid_file),
             log_dir=Path(args.log_dir),
             upstreams=args.upstream,

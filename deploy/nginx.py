@@ -13,6 +13,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ DEPLOY_DIR = Path(__file__).resolve().parent
 NGINX_TEMPLATE = DEPLOY_DIR / "nginx.conf"
 # The response headers of every answer, written once and placed by {{ security_headers }}.
 SECURITY_HEADERS_TEMPLATE = DEPLOY_DIR / "nginx-security-headers.conf"
+# nginx's own errors of reading a request, placed by {{ request_errors }} in both servers.
+REQUEST_ERRORS_TEMPLATE = DEPLOY_DIR / "nginx-request-errors.conf"
+# The host names a local nginx (make stack, tests, bench) serves; any other is refused.
+LOCAL_SERVER_NAMES = "localhost 127.0.0.1 [::1]"
 
 # The outer shield in nginx: per client address, far above the app's own
 # per-client budget, so that only floods meet it.
@@ -102,14 +107,51 @@ def security_headers(tls: TlsFiles | None) -> list[str]:
     return [line.replace("{{ hsts }}", _hsts_directive(tls)) for line in body]
 
 
-def _redirect_server(tls: TlsFiles | None, server_name: str) -> str:
+def request_errors() -> list[str]:
+    """The lines of deploy/nginx-request-errors.conf, without its opening comment."""
+    lines = REQUEST_ERRORS_TEMPLATE.read_text().splitlines()
+    while lines and (not lines[0].strip() or lines[0].startswith("#")):
+        lines.pop(0)
+    return lines
+
+
+def host_has_ipv6() -> bool:
+    """Whether this host can listen on IPv6 (its loopback, ::1, can be bound)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def loopback_listen(port: int) -> list[str]:
+    """nginx `listen` values for a local run: 127.0.0.1:port, and [::1]:port where there is IPv6."""
+    return [f"127.0.0.1:{port}", *([f"[::1]:{port}"] if host_has_ipv6() else [])]
+
+
+def default_listen(*, tls: bool) -> list[str]:
+    """Production's `listen` values: 80 (or 443 with TLS), on IPv4 and, where there is, IPv6."""
+    port = "443 ssl http2" if tls else "80"
+    return [port, *([f"[::]:{port}"] if host_has_ipv6() else [])]
+
+
+def _listen_lines(listen: Sequence[str], *, default_server: bool) -> list[str]:
+    suffix = " default_server" if default_server else ""
+    return [f"listen {value}{suffix};" for value in listen]
+
+
+def _redirect_server(tls: TlsFiles | None, server_name: str, *, ipv6: bool) -> str:
     if tls is None:
         return ""
     return (
         "    # Plain HTTP only redirects to HTTPS.\n"
         "    server {\n"
         "        listen 80;\n"
-        f"        server_name {server_name};\n"
+        + ("        listen [::]:80;\n" if ipv6 else "")
+        + f"        server_name {server_name};\n"
         "        location / {\n"
         "            return 301 https://$host$request_uri;\n"
         "        }\n"
@@ -120,19 +162,21 @@ def _redirect_server(tls: TlsFiles | None, server_name: str) -> str:
 def _indented_block(text: str, *, placeholder: str, lines: Sequence[str]) -> str:
     """Replace each line holding only `{{ placeholder }}` by lines, at that line's indent."""
     pattern = re.compile(r"^([ \t]*)\{\{ " + placeholder + r" \}\}[ \t]*$", flags=re.MULTILINE)
-    return pattern.sub(lambda match: "\n".join(match.group(1) + line for line in lines), text)
+    return pattern.sub(
+        lambda match: "\n".join(match.group(1) + line if line else "" for line in lines), text
+    )
 
 
 def render_nginx_conf(
     *,
     prefix: Path,
-    listen: str,
+    listen: str | Sequence[str],
     upstreams: Sequence[str],
     static_root: Path,
     gunicorn_timeout_seconds: int,
     pid_file: Path | None = None,
     log_dir: Path | None = None,
-    server_name: str = "_",
+    server_name: str = LOCAL_SERVER_NAMES,
     user: str | None = None,
     limit_req_rate: str = DEFAULT_LIMIT_REQ_RATE,
     limit_req_burst: int = DEFAULT_LIMIT_REQ_BURST,
@@ -144,21 +188,27 @@ def render_nginx_conf(
     gunicorn_timeout_seconds is the `timeout` the upstream gunicorn runs with
     (read by the caller from the environment gunicorn runs under, never from
     the shell that renders); nginx's proxy timeouts are set longer than it.
+    listen is one `listen` value or several (IPv4 and IPv6); server_name the
+    host names served, every other being refused by a default server.
     """
     if not upstreams:
         raise ValueError("nginx needs at least one upstream server")
     if gunicorn_timeout_seconds < 1:
         raise ValueError(f"gunicorn's timeout must be at least 1 s, not {gunicorn_timeout_seconds}")
     proxy_timeout_seconds = gunicorn_timeout_seconds + PROXY_TIMEOUT_MARGIN_SECONDS
+    listens = [listen] if isinstance(listen, str) else list(listen)
+    if not listens:
+        raise ValueError("nginx needs at least one listen address")
     values = {
         "user": user if user is not None else nginx_user_directive(),
         "prefix": str(prefix),
         "pid_file": str(pid_file or NginxLayout(prefix).pid_file),
         "log_dir": str(log_dir or prefix),
-        "listen": listen,
         "server_name": server_name,
         "tls": _tls_directives(tls),
-        "http_redirect_server": _redirect_server(tls, server_name),
+        "http_redirect_server": _redirect_server(
+            tls, server_name, ipv6=any(value.startswith("[") for value in listens)
+        ),
         "static_root": str(static_root).rstrip("/"),
         "upstream_servers": "\n".join(
             f"        server {address} max_fails=1 fail_timeout=5s;" for address in upstreams
@@ -169,9 +219,16 @@ def render_nginx_conf(
         "gunicorn_timeout": str(gunicorn_timeout_seconds),
         "proxy_timeout": str(proxy_timeout_seconds),
     }
-    text = _indented_block(
-        NGINX_TEMPLATE.read_text(), placeholder="security_headers", lines=security_headers(tls)
-    )
+    text = NGINX_TEMPLATE.read_text()
+    blocks = {
+        "server_listen": _listen_lines(listens, default_server=False),
+        "default_server_listen": _listen_lines(listens, default_server=True),
+        # Before the security headers: the error locations hold that placeholder too.
+        "request_errors": request_errors(),
+        "security_headers": security_headers(tls),
+    }
+    for placeholder, lines in blocks.items():
+        text = _indented_block(text, placeholder=placeholder, lines=lines)
     text = _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), text)
     if unfilled := _PLACEHOLDER.search(text):
         raise ValueError(f"unfilled placeholder in {NGINX_TEMPLATE}: {unfilled.group(0)}")

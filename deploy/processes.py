@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from deploy.nginx import NginxLayout, nginx_binary
+from deploy.nginx import LOCAL_SERVER_NAMES, NginxLayout, nginx_binary
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
@@ -54,7 +54,7 @@ def service_environment(
     """The environment of a production-like service process on loopback, with settings on top.
 
     This shell's environment without its service variables, then production
-    settings (debug off, a secret key, hosts 127.0.0.1 and localhost), then
+    settings (debug off, a secret key, the hosts a local nginx serves), then
     `settings`.
     """
     env = {
@@ -66,7 +66,8 @@ def service_environment(
         DJANGO_SETTINGS_MODULE="fibproject.settings",
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY=secret_key,
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        # The names nginx's server_name passes on: 127.0.0.1, localhost, [::1].
+        DJANGO_ALLOWED_HOSTS=",".join(LOCAL_SERVER_NAMES.split()),
         PYTHONPATH=str(PROJECT_DIR),
     )
     env.update(settings)

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from deploy.nginx import NginxLayout, make_world_readable_dir, prepare_nginx, render_nginx_conf
+from deploy.nginx import (
+    NginxLayout,
+    loopback_listen,
+    make_world_readable_dir,
+    prepare_nginx,
+    render_nginx_conf,
+)
 from deploy.processes import (
     gunicorn_setting,
     manage,
@@ -95,7 +101,8 @@ def run_stack(
         manage("migrate", "--no-input", "--verbosity", "0", env=env)
         conf_text = render_nginx_conf(
             prefix=prefix,
-            listen=f"127.0.0.1:{port}",
+            # IPv6 loopback too, where the host has it: the limiter groups IPv6 by /64.
+            listen=loopback_listen(port),
             upstreams=[f"127.0.0.1:{app_port}"],
             static_root=static_root,
             # The timeout of the gunicorn started below, under the same environment.

@@ -410,7 +410,7 @@ class StackFactory:
         layout = NginxLayout(make_world_readable_dir(self.workdir / f"nginx-{port}"))
         conf_text = nginx.render_nginx_conf(
             prefix=layout.prefix,
-            listen=f"127.0.0.1:{port}",
+            listen=nginx.loopback_listen(port),
             upstreams=[app.address for app in apps],
             static_root=self.static_root,
             gunicorn_timeout_seconds=processes.gunicorn_setting("timeout", self.base_env),
