@@ -92,6 +92,27 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A database that does not answer must not hold a worker: connecting gives up
+# after DJANGO_DB_CONNECT_TIMEOUT seconds (libpq's minimum is 2), a statement
+# after DJANGO_DB_STATEMENT_TIMEOUT_MS, and keepalives with tcp_user_timeout
+# drop a connection to a host that vanished. A server that is up but frozen
+# still acknowledges TCP, so only a client-side deadline bounds a query to
+# it: /readyz has one (fibonacci/health.py), and exiting workers spill their
+# records instead of waiting (requestlog/buffer.py).
+DB_CONNECT_TIMEOUT = env_int("DJANGO_DB_CONNECT_TIMEOUT", default=2, minimum=2)
+DB_STATEMENT_TIMEOUT_MS = env_int("DJANGO_DB_STATEMENT_TIMEOUT_MS", default=10_000)
+if "postgresql" in DATABASES["default"]["ENGINE"]:
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "connect_timeout": DB_CONNECT_TIMEOUT,
+            "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": DB_CONNECT_TIMEOUT * 5000,
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ------------------------------------------------------------------

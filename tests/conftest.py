@@ -165,3 +165,14 @@ def _request_log_ends_with_the_test():
 
     yield
     requestlog.replace_buffer(None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_readiness_and_own_spool(settings, tmp_path):
+    """Each test probes /readyz afresh and spools request-log records into its own directory."""
+    from fibonacci import health
+
+    settings.FIB_LOG_SPOOL_DIR = tmp_path / "request-log-spool"
+    health.forget_readiness()
+    yield
+    health.forget_readiness()

@@ -89,3 +89,69 @@ def test_readyz_probes_the_cache_the_rate_limiter_counts_in(client, settings, cl
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "cache unavailable" in response.json()["detail"]
+
+
+def test_readyz_detail_is_for_operators_only(client, settings):
+    settings.FIB_TRUSTED_PROXIES = ["10.0.0.5"]
+    public = client.get("/readyz", REMOTE_ADDR="203.0.113.9")
+    through_proxy = client.get("/readyz", REMOTE_ADDR="10.0.0.5", HTTP_X_REAL_IP="198.51.100.4")
+    assert public.status_code == through_proxy.status_code == 200
+    assert public.json() == through_proxy.json() == {"status": "ok"}
+    for operator in (
+        {"REMOTE_ADDR": "127.0.0.1"},
+        {"REMOTE_ADDR": "::1"},
+        {"REMOTE_ADDR": "10.0.0.5"},  # the load balancer asking itself
+        {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_REAL_IP": "127.0.0.1"},  # curl on the proxy host
+    ):
+        body = client.get("/readyz", **operator).json()
+        assert set(body) == {"status", "cache", "rate_limiter", "request_log"}, operator
+        assert {"buffered", "dropped", "spilled", "spool_files", "spool_bytes"} <= set(
+            body["request_log"]
+        )
+
+
+def test_readyz_checks_once_per_interval_however_many_probes(client, monkeypatch):
+    from fibonacci import health
+
+    checks = []
+    real_cache_fault = health._cache_fault
+    monkeypatch.setattr(health, "_cache_fault", lambda: checks.append(1) or real_cache_fault())
+    for _ in range(20):
+        assert client.get("/readyz").status_code == 200
+    assert len(checks) == 1
+    monkeypatch.setattr(health, "READINESS_INTERVAL_SECONDS", 0.0)
+    client.get("/readyz")
+    assert len(checks) == 2
+
+
+def test_readyz_is_503_within_its_deadline_when_the_database_does_not_answer(client, monkeypatch):
+    import threading
+    import time
+
+    from fibonacci import health
+
+    release = threading.Event()
+    real_fault = health._database_fault
+
+    def frozen():
+        release.wait(10)  # a server that accepted the connection and stopped
+        return real_fault()
+
+    monkeypatch.setattr(health, "_database_fault", frozen)
+    monkeypatch.setattr(health, "DATABASE_DEADLINE_SECONDS", 0.3)
+    try:
+        started = time.monotonic()
+        first = client.get("/readyz")
+        first_seconds = time.monotonic() - started
+        health.forget_readiness()
+        started = time.monotonic()
+        second = client.get("/readyz")  # the first query still hangs: no second wait
+        second_seconds = time.monotonic() - started
+    finally:
+        release.set()
+    assert first.status_code == second.status_code == 503
+    assert first["Content-Type"] == "application/problem+json"
+    assert "database did not answer within 0.3 s" in first.json()["detail"]
+    assert "database did not answer" in second.json()["detail"]
+    assert 0.25 < first_seconds < 1.0
+    assert second_seconds < 0.2
