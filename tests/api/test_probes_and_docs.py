@@ -113,9 +113,14 @@ def test_readyz_detail_is_for_operators_only(client, settings):
 def test_readyz_checks_once_per_interval_however_many_probes(client, monkeypatch):
     from fibonacci import health
 
-    checks = []
+    checks: list[int] = []
     real_cache_fault = health._cache_fault
-    monkeypatch.setattr(health, "_cache_fault", lambda: checks.append(1) or real_cache_fault())
+
+    def counted_cache_fault() -> str | None:
+        checks.append(1)
+        return real_cache_fault()
+
+    monkeypatch.setattr(health, "_cache_fault", counted_cache_fault)
     for _ in range(20):
         assert client.get("/readyz").status_code == 200
     assert len(checks) == 1
