@@ -88,7 +88,9 @@ def worker_exit(server: Any, worker: Any) -> None:
     """Flush the worker's buffered request-log records before it exits (stop, reload, recycle)."""
     from requestlog import buffer
 
-    buffer.shutdown(timeout_seconds=5.0)
+    # A writer stuck on a database that does not answer is not waited for: what it
+    # has not written by then is spooled (requestlog/spool.py), not lost.
+    buffer.shutdown(timeout_seconds=2.0)
 
 
 def on_starting(server: Any) -> None:

@@ -270,8 +270,18 @@ RATELIMIT_USE_CACHE = "ratelimit"
 # false: no middleware, no buffer, no thread (and no X-Request-ID header).
 FIB_REQUEST_LOG = env_bool("FIB_REQUEST_LOG", default=True)
 # Records held per process while the database is slow or down; past this the
-# oldest are dropped and counted (about 0.5 KB each).
+# oldest are dropped and counted. Each takes about 0.45 KB (typical), 1.2 KB
+# (query and user agent as long as a row keeps) and at most 8.6 KB (at nginx's
+# 4 KB header limits): `python -m requestlog.footprint` measures it.
 FIB_LOG_BUFFER_SIZE = env_int("FIB_LOG_BUFFER_SIZE", default=10_000, minimum=1)
+# Where a worker spills records it cannot write (it exits while the database
+# is down or hung, or its buffer is half full during an outage); any worker's
+# writer writes them once the database answers (requestlog/spool.py). A local
+# disk, writable by the service: /var/lib/fibonacci/request-log-spool in production.
+FIB_LOG_SPOOL_DIR = Path(env_str("FIB_LOG_SPOOL_DIR") or BASE_DIR / "var" / "request-log-spool")
+# The spool's bound (about 250 bytes per record on disk); past it records are
+# dropped, counted and logged once a minute.
+FIB_LOG_SPOOL_MAX_BYTES = env_int("FIB_LOG_SPOOL_MAX_BYTES", default=256 * 1024 * 1024)
 # The writer inserts whenever this many records wait, and at least this often.
 FIB_LOG_BATCH_SIZE = env_int("FIB_LOG_BATCH_SIZE", default=500, minimum=1)
 FIB_LOG_FLUSH_MS = env_int("FIB_LOG_FLUSH_MS", default=1_000, minimum=10)

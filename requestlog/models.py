@@ -102,12 +102,17 @@ class RequestLog(models.Model):
             models.Index(fields=["endpoint", "time"], name="requestlog_endpoint_time"),
             models.Index(fields=["status", "time"], name="requestlog_status_time"),
             models.Index(fields=["client_ip", "time"], name="requestlog_client_time"),
-            models.Index(fields=["request_id"], name="requestlog_request_id"),
             models.Index(
                 fields=["time"],
                 name="requestlog_limited_time",
                 condition=models.Q(rate_limited=True),
             ),
+        ]
+        # One row per request: a batch or spool file written twice adds nothing
+        # (requestlog.writer inserts with ON CONFLICT DO NOTHING). Also the
+        # index of the admin's search by request id.
+        constraints = [
+            models.UniqueConstraint(fields=["request_id"], name="requestlog_request_id_unique"),
         ]
 
     def __str__(self) -> str:

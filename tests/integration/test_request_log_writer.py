@@ -14,6 +14,8 @@ from requestlog import buffer as requestlog
 from requestlog import writer
 from requestlog.buffer import RequestLogBuffer
 from requestlog.models import RequestLog
+from requestlog.rows import RecordParser
+from requestlog.spool import RequestLogSpool
 
 URL = "/api/v1/fibonacci/"
 
@@ -66,6 +68,9 @@ def test_writer_flushes_on_size_before_the_interval(install_buffer):
     time.sleep(0.3)
     assert RequestLog.objects.count() == 0  # below the batch size, the interval is far off
     _get(client, 4)
+    # Read only once the writer is done: SQLite's shared-cache test database
+    # refuses a write while another connection reads the table.
+    time.sleep(0.3)
     assert _wait_for_rows(5, within_seconds=3) == 5
 
 
@@ -136,3 +141,162 @@ def test_a_failed_batch_is_kept_and_retried_first(install_buffer, monkeypatch):
     monkeypatch.setattr(writer, "insert_rows", real_insert_rows)
     assert requestlog.flush() == 3
     assert list(RequestLog.objects.order_by("id").values_list("request_id", flat=True)) == ids
+
+
+def _spool(tmp_path, *, max_bytes=1_000_000, records_per_file=100):
+    return RequestLogSpool(
+        directory=tmp_path / "spool", max_bytes=max_bytes, records_per_file=records_per_file
+    )
+
+
+def _stored_ids():
+    return sorted(RequestLog.objects.values_list("request_id", flat=True))
+
+
+def _refuse(*args, **kwargs):
+    raise OperationalError("could not connect to server: Connection refused")
+
+
+@pytest.mark.django_db
+def test_a_batch_written_twice_is_stored_once():
+    client = APIClient()
+    buffer = requestlog.replace_buffer(
+        RequestLogBuffer(capacity=100, batch_size=100, flush_seconds=60, background=False)
+    )
+    try:
+        ids = [_get(client, n) for n in range(4)]
+        records = list(requestlog.current_buffer()._records)
+    finally:
+        requestlog.replace_buffer(buffer)
+    rows = RecordParser.from_settings().rows(records)
+    writer.insert_rows(rows[:2])
+    writer.insert_rows(rows)  # a retry of a batch whose first half was committed
+    assert _stored_ids() == sorted(ids)
+
+
+@pytest.mark.django_db
+def test_stop_with_the_database_down_spools_and_a_later_writer_writes_each_once(
+    install_buffer, monkeypatch, tmp_path
+):
+    spool = _spool(tmp_path, records_per_file=2)
+    install_buffer(capacity=100, batch_size=100, flush_seconds=60, background=False, spool=spool)
+    client = APIClient()
+    ids = [_get(client, n) for n in range(5)]
+    monkeypatch.setattr(writer, "insert_rows", _refuse)
+    requestlog.shutdown(timeout_seconds=1)
+    counts = requestlog.stats()
+    assert (counts["buffered"], counts["dropped"], counts["spilled"]) == (0, 0, 5)
+    assert counts["spool_files"] == 3  # two records a file
+    assert RequestLog.objects.count() == 0
+    monkeypatch.undo()
+
+    later = RequestLogBuffer(
+        capacity=100, batch_size=100, flush_seconds=60, background=False, spool=_spool(tmp_path)
+    )
+    assert later._drain_spool() == 5
+    assert _stored_ids() == sorted(ids)
+    assert spool.stats() == {"spool_files": 0, "spool_bytes": 0}
+
+
+@pytest.mark.django_db
+def test_a_spool_file_written_again_adds_no_rows(install_buffer, monkeypatch, tmp_path):
+    spool = _spool(tmp_path)
+    client = APIClient()
+    buffer = install_buffer(
+        capacity=100, batch_size=100, flush_seconds=60, background=False, spool=spool
+    )
+    ids = [_get(client, n) for n in range(3)]
+    records = list(buffer._records)
+    assert requestlog.flush() == 3  # written ...
+    spool.spill(records)  # ... and spooled as well, as by a writer that gave up on it
+    assert buffer._drain_spool() == 3
+    assert _stored_ids() == sorted(ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_stuck_on_the_database_is_not_waited_for_and_nothing_is_lost(
+    install_buffer, monkeypatch, tmp_path
+):
+    spool = _spool(tmp_path)
+    buffer = install_buffer(
+        capacity=100, batch_size=2, flush_seconds=0.05, background=True, spool=spool
+    )
+    real_insert_rows = writer.insert_rows
+    release = threading.Event()
+    stuck = threading.Event()
+
+    def hang(rows, **kwargs):
+        stuck.set()
+        release.wait(10)  # a frozen server: the query neither fails nor returns
+        return real_insert_rows(rows, **kwargs)
+
+    monkeypatch.setattr(writer, "insert_rows", hang)
+    client = APIClient()
+    ids = [_get(client, n) for n in range(5)]
+    assert stuck.wait(3)
+    started = time.monotonic()
+    requestlog.shutdown(timeout_seconds=0.3)
+    assert time.monotonic() - started < 1.0
+    assert buffer.buffered == 0
+    assert buffer.spilled == 5  # the batch being written too
+    release.set()  # the stuck batch commits after all ...
+    monkeypatch.setattr(writer, "insert_rows", real_insert_rows)
+    deadline = time.monotonic() + 5
+    while RequestLog.objects.count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    buffer._drain_spool()  # ... and is read back from the spool: still once each
+    assert _stored_ids() == sorted(ids)
+
+
+@pytest.mark.django_db
+def test_half_the_buffer_waiting_in_an_outage_moves_to_the_spool(
+    install_buffer, monkeypatch, tmp_path
+):
+    spool = _spool(tmp_path)
+    install_buffer(capacity=10, batch_size=2, flush_seconds=60, background=False, spool=spool)
+    monkeypatch.setattr(writer, "insert_rows", _refuse)
+    client = APIClient()
+    ids = [_get(client, n) for n in range(14)]  # more than the buffer holds
+    requestlog.flush()  # fails: the batch stays pending, the other 12 go to disk
+    counts = requestlog.stats()
+    assert (counts["buffered"], counts["dropped"], counts["spilled"]) == (2, 4, 8)
+    assert counts["spool_files"] == 1
+    monkeypatch.undo()
+    assert requestlog.flush() == 2
+    assert requestlog.current_buffer()._drain_spool() == 8
+    assert _stored_ids() == sorted(ids[4:])  # the 4 over the bound were dropped before
+
+
+@pytest.mark.django_db
+def test_a_full_spool_drops_counts_and_warns_once_per_interval(
+    install_buffer, monkeypatch, tmp_path, caplog
+):
+    spool = _spool(tmp_path, max_bytes=600, records_per_file=100)
+    buffer = install_buffer(
+        capacity=100, batch_size=100, flush_seconds=60, background=False, spool=spool
+    )
+    monkeypatch.setattr(writer, "insert_rows", _refuse)
+    client = APIClient()
+    for n in range(6):
+        _get(client, n)
+    with caplog.at_level(logging.WARNING, logger="requestlog.buffer"):
+        requestlog.shutdown(timeout_seconds=1)
+        for n in range(6):
+            _get(client, n)
+        requestlog.shutdown(timeout_seconds=1)
+    assert 0 < buffer.spilled < 12
+    assert buffer.dropped == 12 - buffer.spilled
+    assert spool.size_bytes() <= 600
+    assert len([m for m in caplog.messages if "full (" in m]) == 1
+
+
+def test_spool_files_appear_whole_and_half_written_ones_are_not_read(tmp_path):
+    spool = _spool(tmp_path)
+    record = (1.0, 2.0, "GET", "fibonacci-list", None, "n=1", 200, "192.0.2.1", "ua", 10, "r1")
+    assert spool.spill([record]).spilled == 1
+    names = [path.name for path in spool.directory.iterdir()]
+    assert len(names) == 1 and names[0].endswith(".jsonl")
+    (spool.directory / ".incoming-0-1-000001.jsonl").write_text('[1.0, "half')
+    read = []
+    assert spool.drain(read.extend, max_files=10) == 1
+    assert read == [record]
