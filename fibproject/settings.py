@@ -223,10 +223,28 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
+# Answers of no listed operation, as reusable responses: another method on an
+# API path (405) and an unknown path under /api/ (404), both problem details.
+_PROBLEM_CONTENT = {
+    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fibonacci API",
-    "DESCRIPTION": "The first n Fibonacci numbers, a window of the sequence, or one term.",
+    "DESCRIPTION": (
+        "The first n Fibonacci numbers, a window of the sequence, or one term. Every error is "
+        "application/problem+json (RFC 9457), including 405 for a method other than GET, "
+        "HEAD or OPTIONS and 404 for an unknown path under /api/."
+    ),
     "VERSION": "1.0.0",
+    "APPEND_COMPONENTS": {
+        "responses": {
+            "NotFound": {"description": "No resource at this path.", "content": _PROBLEM_CONTENT},
+            "MethodNotAllowed": {
+                "description": "Only GET, HEAD and OPTIONS; the Allow header lists them.",
+                "content": _PROBLEM_CONTENT,
+            },
+        }
+    },
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import Direction, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from fibonacci import params
@@ -31,7 +33,6 @@ class SingleValueMixin:
         return serializers.empty if value is None else value
 
 
-@extend_schema_field({"type": "integer", "minimum": 0})
 class DecimalIntegerField(SingleValueMixin, serializers.Field):
     """A non-negative integer written in ASCII digits; the bound comes from a setting."""
 
@@ -71,6 +72,15 @@ class DecimalIntegerField(SingleValueMixin, serializers.Field):
         return value
 
 
+class DecimalIntegerFieldSchema(OpenApiSerializerFieldExtension):
+    """An integer from 0 to the field's setting, as it stands when the schema is generated."""
+
+    target_class = DecimalIntegerField
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 0, "maximum": self.target.maximum}
+
+
 class NumberStyleField(SingleValueMixin, serializers.ChoiceField):
     """`numbers=number` (default) or `numbers=string`."""
 
@@ -93,7 +103,8 @@ class QuerySerializer(serializers.Serializer):
 
     DRF deep-copies every declared field for each serializer instance; these
     fields keep no per-request state, so a shallow copy (bound to this
-    instance) is enough and several times faster.
+    instance) is enough. Kept because it earns its keep: 15.8% of an n=10
+    request's instructions (callgrind, against DRF's own copy in the same run).
     """
 
     def get_fields(self) -> dict[str, serializers.Field]:
@@ -156,6 +167,8 @@ class FibonacciNumberField(serializers.Field):
     """Schema only: an exact integer, or its decimal string with `numbers=string`."""
 
 
+# A list action's answer, but one object, not an array of them.
+@extend_schema_serializer(many=False)
 class SequenceResponseSerializer(serializers.Serializer):
     """Schema only: the body of a sequence window."""
 

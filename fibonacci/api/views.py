@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpResponseBase
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import viewsets
 from rest_framework.request import Request
+from rest_framework.serializers import Serializer
 
 from fibonacci import sequence
 from fibonacci.ratelimit.mixins import ClientRateLimitMixin
+from fibonacci.sequence import NumberStyle
 
+from .errors import PROBLEM_CONTENT_TYPE
 from .renderers import (
     FibonacciBrowsableAPIRenderer,
     FibonacciJSONRenderer,
@@ -26,28 +37,80 @@ from .serializers import (
     TermResponseSerializer,
 )
 
-_PROBLEMS = {
-    (status, "application/problem+json"): ProblemSerializer for status in (400, 404, 406, 429, 503)
-}
+_RENDERERS = (FibonacciJSONRenderer, FibonacciTextRenderer, FibonacciBrowsableAPIRenderer)
 _FORMAT = OpenApiParameter(
-    "format", str, enum=["json", "text", "api"], description="Overrides the Accept header."
+    "format",
+    str,
+    enum=sorted(str(renderer.format) for renderer in _RENDERERS),
+    description="Overrides the Accept header; given at most once.",
 )
+_NUMBERS = OpenApiParameter(
+    "numbers",
+    str,
+    enum=[style.value for style in NumberStyle],
+    default=NumberStyle.NUMBER.value,
+    description="`string` writes every number as a decimal string (exact in JavaScript).",
+)
+
+
+def _answers(body: type[Serializer], text: str, *, not_found: bool) -> dict[Any, Any]:
+    """What an operation answers: its body in each format, 304, and problem details."""
+    problems: list[tuple[int, str]] = [
+        (400, "A parameter breaks its rule (the problem's `errors` name it)."),
+        (406, "No representation matches the Accept header."),
+        (412, "If-Match or If-Unmodified-Since does not hold."),
+        (429, "The client's rate limit is spent; Retry-After says when to retry."),
+        (503, "The rate limiter's counters are unreachable (fail-closed setting)."),
+    ]
+    if not_found:
+        # The index is matched as any segment; one holding an encoded "/" is no URL of ours.
+        problems.append((404, "No resource at this path."))
+    return {
+        (200, "application/json"): body,
+        (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description=text),
+        (200, "text/html"): OpenApiResponse(
+            OpenApiTypes.STR, description="The browsable page (`format=api`)."
+        ),
+        304: OpenApiResponse(description="Not Modified: the client's copy (its ETag) is current."),
+        **{
+            (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(ProblemSerializer, description=why)
+            for status, why in problems
+        },
+    }
+
+
+class FibonacciAutoSchema(AutoSchema):
+    """The API's operations, with the bounds of the path's index read when the schema is made."""
+
+    def get_override_parameters(self) -> list[Any]:
+        parameters = super().get_override_parameters()
+        if getattr(self.view, "action", None) == "retrieve":
+            index = OpenApiParameter(
+                "index",
+                {"type": "integer", "minimum": 0, "maximum": settings.FIB_MAX_INDEX},
+                OpenApiParameter.PATH,
+                description="The term's index, at most FIB_MAX_INDEX (default 100000).",
+            )
+            parameters = [*parameters, index]
+        return parameters
 
 
 @extend_schema_view(
     list=extend_schema(
         summary="The first n Fibonacci numbers from F(offset)",
         parameters=[SequenceQuerySerializer, _FORMAT],
-        responses={200: SequenceResponseSerializer, **_PROBLEMS},
+        responses=_answers(
+            SequenceResponseSerializer,
+            "The numbers in decimal, separated by spaces, then a newline.",
+            not_found=False,
+        ),
     ),
     retrieve=extend_schema(
         summary="One Fibonacci number, F(index)",
-        parameters=[
-            OpenApiParameter("index", OpenApiTypes.INT, OpenApiParameter.PATH),
-            OpenApiParameter("numbers", str, enum=["number", "string"]),
-            _FORMAT,
-        ],
-        responses={200: TermResponseSerializer, **_PROBLEMS},
+        parameters=[_NUMBERS, _FORMAT],
+        responses=_answers(
+            TermResponseSerializer, "The number in decimal, then a newline.", not_found=True
+        ),
     ),
 )
 class FibonacciViewSet(ClientRateLimitMixin, viewsets.ViewSet):
@@ -57,11 +120,8 @@ class FibonacciViewSet(ClientRateLimitMixin, viewsets.ViewSet):
     # ClientRateLimitMixin counts each request against the client's budget.
     authentication_classes = ()
     permission_classes = ()
-    renderer_classes = (
-        FibonacciJSONRenderer,
-        FibonacciTextRenderer,
-        FibonacciBrowsableAPIRenderer,
-    )
+    renderer_classes = _RENDERERS
+    schema = FibonacciAutoSchema()
     lookup_field = "index"
     # Anything may reach the serializer, so a malformed index is a 400, not a 404.
     lookup_value_regex = "[^/]+"

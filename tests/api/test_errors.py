@@ -119,6 +119,19 @@ def test_unknown_format_is_400_problem_naming_the_formats(client):
     assert body["errors"]["format"] == ["format must be one of: api, json, text."]
 
 
+@pytest.mark.parametrize("path", [URL, f"{URL}10/"])
+def test_empty_format_is_400_problem_naming_the_formats(client, path):
+    body = assert_problem(client.get(path, {"n": 5, "format": ""}), 400)
+    assert body["errors"]["format"] == ["format must be one of: api, json, text."]
+
+
+@pytest.mark.parametrize("path", [URL, f"{URL}10/"])
+@pytest.mark.parametrize("formats", [["json", "text"], ["text", "text"], ["json", ""]])
+def test_repeated_format_is_400_problem_naming_the_formats(client, path, formats):
+    body = assert_problem(client.get(path, {"n": 5, "format": formats}), 400)
+    assert body["errors"]["format"] == ["format must be given once, as one of: api, json, text."]
+
+
 def test_unacceptable_accept_header_is_406_problem(client):
     assert_problem(client.get(URL, {"n": 5}, HTTP_ACCEPT="image/png"), 406)
 
