@@ -92,11 +92,13 @@ def test_head_is_recorded_with_no_body_bytes(client):
     assert (log.method, log.status, log.response_bytes) == ("HEAD", 200, 0)
 
 
-def test_unexpected_error_is_recorded_as_500(client, monkeypatch):
+def test_unexpected_error_is_recorded_as_500(monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(services, "sequence_window", broken)
+    # The exception takes Django's 500 path, which a test client re-raises unless told not to.
+    client = APIClient(raise_request_exception=False)
     response = client.get(URL, {"n": "5"})
     assert response.status_code == 500
     [log] = _logged()
