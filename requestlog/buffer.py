@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 # Repeated warnings (database down, records dropped) are logged at most this often.
 WARNING_INTERVAL_SECONDS = 60.0
+# A write running this long is stuck (a database that accepted and froze: no
+# driver timeout reaches a query blocked in the kernel); half a buffer then
+# goes to the spool from the request thread, since the writer cannot take it.
+STUCK_WRITE_SECONDS = 5.0
 
 
 class RequestLogBuffer:
@@ -94,11 +98,14 @@ class RequestLogBuffer:
         self.dropped = 0
         self.written = 0
         self.spilled = 0
+        # When the write under way started (monotonic), or None; whether the last one failed.
+        self._write_started: float | None = None
+        self._failing = False
         self._last_warning: dict[str, float] = {}
         self._dropped_reported = 0
 
     def append(self, record: RawRecord) -> None:
-        """Queue one record; the request's only cost: no parsing, no database, no lock."""
+        """Queue one record: no parsing, no database, no lock (unless the writer is stuck)."""
         queue = self._records
         if len(queue) >= self.capacity:
             self.dropped += 1  # the deque's bound pushes out the oldest
@@ -107,6 +114,17 @@ class RequestLogBuffer:
             self._wake.set()
         if self._thread is None and self._autostart:
             self._start()
+        if len(queue) * 2 >= self.capacity and self.spool is not None:
+            self._spill_if_writer_cannot()
+
+    def _spill_if_writer_cannot(self) -> None:
+        # Half the buffer waits and the writer will not take it soon: its last
+        # write failed (the next attempt may wait a connect timeout while
+        # requests fill the rest), or the write under way is stuck.
+        started = self._write_started
+        stuck = started is not None and time.monotonic() - started >= STUCK_WRITE_SECONDS
+        if self._failing or stuck:
+            self._spill(self._take(len(self._records)))
 
     def _start(self) -> None:
         with self._start_lock:
@@ -161,8 +179,10 @@ class RequestLogBuffer:
                         break
                 rows = RecordParser.from_settings().rows(self._pending)
                 try:
+                    self._write_started = time.monotonic()
                     writer.insert_rows(rows)
                 except Exception as exc:  # noqa: BLE001 - database down or slow: keep the batch
+                    self._failing = True
                     self._warn(
                         "write",
                         "request log: cannot write (%s); %d records waiting",
@@ -174,6 +194,9 @@ class RequestLogBuffer:
                     if self.spool is not None and len(self._records) * 2 >= self.capacity:
                         self._spill(self._take(len(self._records)))
                     break
+                finally:
+                    self._write_started = None
+                self._failing = False
                 written += len(rows)
                 self._pending = []
             self.written += written
@@ -207,7 +230,11 @@ class RequestLogBuffer:
             return 0
 
         def write(records: list[RawRecord]) -> None:
-            writer.insert_rows(RecordParser.from_settings().rows(records))
+            self._write_started = time.monotonic()
+            try:
+                writer.insert_rows(RecordParser.from_settings().rows(records))
+            finally:
+                self._write_started = None
 
         try:
             with self._flush_lock:

@@ -309,6 +309,25 @@ def test_max_requests_recycling_during_an_outage_loses_no_record(
     _assert_each_once(rows, answered)
 
 
+def test_a_frozen_database_under_load_overflows_to_the_spool_not_over_the_bound(
+    private_postgres, log_database, tmp_path
+):
+    database_url, stored = log_database
+    with service(database_url, tmp_path / "spool", tmp_path, FIB_LOG_BUFFER_SIZE="100") as app:
+        answered, _ = app.load(20)
+        frozen = private_postgres.freeze()
+        try:
+            answered |= app.load(100)[0]
+            time.sleep(6)  # the writers' inserts have hung past STUCK_WRITE_SECONDS
+            answered |= app.load(400)[0]  # twice what the two buffers hold
+        finally:
+            private_postgres.thaw(frozen)
+        rows = _wait_for_rows(stored, answered, within_seconds=30)
+    rows = stored()
+    print(f"frozen database, running workers: {len(rows)} rows for {len(answered)} answered")
+    _assert_each_once(rows, answered)
+
+
 def test_a_frozen_database_answers_readyz_503_fast_and_loses_no_record(
     private_postgres, log_database, tmp_path
 ):

@@ -300,3 +300,37 @@ def test_spool_files_appear_whole_and_half_written_ones_are_not_read(tmp_path):
     read = []
     assert spool.drain(read.extend, max_files=10) == 1
     assert read == [record]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_records_behind_a_stuck_writer_go_to_the_spool_not_over_the_bound(
+    install_buffer, monkeypatch, tmp_path
+):
+    spool = _spool(tmp_path)
+    buffer = install_buffer(
+        capacity=10, batch_size=2, flush_seconds=0.05, background=True, spool=spool
+    )
+    monkeypatch.setattr(requestlog, "STUCK_WRITE_SECONDS", 0.2)
+    real_insert_rows = writer.insert_rows
+    release = threading.Event()
+    stuck = threading.Event()
+
+    def hang(rows, **kwargs):
+        stuck.set()
+        release.wait(10)
+        return real_insert_rows(rows, **kwargs)
+
+    monkeypatch.setattr(writer, "insert_rows", hang)
+    client = APIClient()
+    ids = [_get(client, 0)]
+    assert stuck.wait(3)
+    time.sleep(0.3)  # the write has run past STUCK_WRITE_SECONDS
+    ids += [_get(client, n) for n in range(1, 30)]  # three times what the buffer holds
+    assert buffer.dropped == 0
+    assert buffer.spilled >= 20
+    release.set()
+    monkeypatch.setattr(writer, "insert_rows", real_insert_rows)
+    requestlog.shutdown(timeout_seconds=5)
+    while buffer._drain_spool():
+        pass
+    assert _stored_ids() == sorted(ids)
