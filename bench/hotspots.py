@@ -4,12 +4,22 @@
 calls the WSGI application directly with a minimal GET environ, as gunicorn
 would, and prints the top functions by own time and by cumulative time. With
 neither flag it profiles the configuration of run.py's "app" section.
+
+With `--instructions` it only runs the requests, inside `functools.reduce`,
+so that callgrind counts them and nothing else (not start-up, not warm-up),
+which stays exact on a busy machine:
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \
+        .venv/bin/python bench/hotspots.py --instructions --requests 1000
+
+instructions per request = the `totals:` line of callgrind.out.<pid> / 1000.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import os
 import pstats
@@ -77,12 +87,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--limiter", action="store_true", help="rate limiter on (Redis)")
     parser.add_argument("--log", action="store_true", help="request log on (PostgreSQL)")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--instructions", action="store_true", help="only the requests, for callgrind (see above)"
+    )
     args = parser.parse_args(argv)
     app = load_app(
         {**(LIMITER_ON if args.limiter else LIMITER_OFF), **(LOG_ON if args.log else LOG_OFF)}
     )
     for _ in range(200):
         call(app, args.n)
+    if args.instructions:
+        # The one call of functools.reduce in a request's life: callgrind's toggle.
+        functools.reduce(lambda _, __: call(app, args.n), range(args.requests), None)
+        return 0
     started = time.perf_counter()
     for _ in range(args.requests):
         call(app, args.n)
