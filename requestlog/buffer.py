@@ -259,7 +259,7 @@ class RequestLogBuffer:
             self.dropped += result.dropped
             self._warn(
                 "spool-full",
-                "request log: spool %s full (%d bytes at most): dropped %d records",
+                "request log: spool %s full (%d bytes at most) or not writable: dropped %d records",
                 self.spool.directory,
                 self.spool.max_bytes,
                 result.dropped,

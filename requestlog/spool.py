@@ -124,11 +124,13 @@ class RequestLogSpool:
 
     def _write_file(self, text: str) -> bool:
         self._sequence += 1
-        # Sortable by time, unique across processes and hosts sharing the directory.
+        # Sortable by time, unique across the processes sharing the directory.
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._sequence:06d}{SUFFIX}"
         temporary = self.directory / f"{_TEMPORARY_PREFIX}{name}"
         try:
-            with open(temporary, "w", encoding="utf-8") as file:
+            # Owner-only: the records hold client addresses.
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "w", encoding="utf-8") as file:
                 file.write(text)
                 file.flush()
                 os.fsync(file.fileno())
