@@ -33,6 +33,10 @@ def _delete_duplicates(schema_editor) -> None:
 
 
 def forwards(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        # The clean-up and the build read the whole table: longer than
+        # DJANGO_DB_STATEMENT_TIMEOUT_MS allows.
+        schema_editor.execute("SET statement_timeout = 0")
     _delete_duplicates(schema_editor)
     if schema_editor.connection.vendor != "postgresql":
         # A unique index is SQLite's unique constraint; a later table rebuild
@@ -40,14 +44,16 @@ def forwards(apps, schema_editor):
         schema_editor.execute(f"DROP INDEX IF EXISTS {OLD_INDEX}")
         schema_editor.execute(f"CREATE UNIQUE INDEX {CONSTRAINT} ON {TABLE} (request_id)")
         return
-    # The build reads the whole table: longer than DJANGO_DB_STATEMENT_TIMEOUT_MS allows.
-    schema_editor.execute("SET statement_timeout = 0")
     # A failed earlier run may have left an invalid index of this name.
     schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {CONSTRAINT}")
     schema_editor.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {CONSTRAINT} ON {TABLE} (request_id)")
+    # The one brief exclusive lock: rather fail (and run again) than queue the
+    # writers behind a long transaction.
+    schema_editor.execute("SET lock_timeout = '10s'")
     schema_editor.execute(
         f"ALTER TABLE {TABLE} ADD CONSTRAINT {CONSTRAINT} UNIQUE USING INDEX {CONSTRAINT}"
     )
+    schema_editor.execute("SET lock_timeout = 0")
     schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {OLD_INDEX}")
 
 
@@ -56,7 +62,10 @@ def backwards(apps, schema_editor):
         schema_editor.execute(f"DROP INDEX IF EXISTS {CONSTRAINT}")
         schema_editor.execute(f"CREATE INDEX {OLD_INDEX} ON {TABLE} (request_id)")
         return
-    schema_editor.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {OLD_INDEX} ON {TABLE} (request_id)")
+    schema_editor.execute("SET statement_timeout = 0")  # the build reads the whole table
+    schema_editor.execute(
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {OLD_INDEX} ON {TABLE} (request_id)"
+    )
     schema_editor.execute(f"ALTER TABLE {TABLE} DROP CONSTRAINT IF EXISTS {CONSTRAINT}")
 
 
