@@ -93,13 +93,6 @@ class PrivatePostgres:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
-    def query(self, sql: str) -> list[tuple]:
-        """Rows of one query, on a connection of its own."""
-        import psycopg
-
-        with psycopg.connect(self.url, connect_timeout=5) as db:
-            return db.execute(sql).fetchall()
-
 
 @pytest.fixture(scope="module")
 def private_postgres() -> Iterator[PrivatePostgres]:
