@@ -14,7 +14,7 @@ from requestlog import buffer as requestlog
 from requestlog import writer
 from requestlog.buffer import RequestLogBuffer
 from requestlog.models import RequestLog
-from requestlog.rows import RecordParser
+from requestlog.rows import RawRecord, RecordParser
 from requestlog.spool import RequestLogSpool
 
 URL = "/api/v1/fibonacci/"
@@ -297,7 +297,7 @@ def test_spool_files_appear_whole_and_half_written_ones_are_not_read(tmp_path):
     names = [path.name for path in spool.directory.iterdir()]
     assert len(names) == 1 and names[0].endswith(".jsonl")
     (spool.directory / ".incoming-0-1-000001.jsonl").write_text('[1.0, "half')
-    read = []
+    read: list[RawRecord] = []
     assert spool.drain(read.extend, max_files=10) == 1
     assert read == [record]
 
