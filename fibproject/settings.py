@@ -2,7 +2,8 @@
 
 Every variable has a default that makes `make run` work on a laptop with
 nothing installed; production-only requirements fail loudly at start-up.
-The README has the table of every variable.
+docs/configuration.md has the table of every variable (tests/unit/test_configuration_docs.py
+keeps it equal to what is read here).
 """
 
 from __future__ import annotations
