@@ -30,7 +30,7 @@ from requestlog import buffer as request_log
 from . import addresses
 from .api.errors import problem_response
 from .ratelimit.budgets import limiter_state
-from .ratelimit.identity import _is_trusted, client_ip
+from .ratelimit.identity import client_ip, is_trusted_address
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _is_operator(request: HttpRequest) -> bool:
     parsed = addresses.parse(address)
     if parsed is None:
         return False
-    return parsed.is_loopback or _is_trusted(address, tuple(settings.FIB_TRUSTED_PROXIES))
+    return parsed.is_loopback or is_trusted_address(address)
 
 
 @require_safe

@@ -47,10 +47,14 @@ def _is_trusted(remote_addr: str, entries: tuple[str, ...]) -> bool:
     return address is not None and any(address in net for net in _trusted_networks(entries))
 
 
+def is_trusted_address(address: str) -> bool:
+    """Whether `address` is one of our proxies (FIB_TRUSTED_PROXIES); "" means a Unix socket."""
+    return _is_trusted(address, tuple(settings.FIB_TRUSTED_PROXIES))
+
+
 def is_from_trusted_proxy(request: HttpRequest) -> bool:
     """Whether the connecting peer is one of our proxies (FIB_TRUSTED_PROXIES)."""
-    remote_addr = request.META.get("REMOTE_ADDR") or ""
-    return _is_trusted(remote_addr, tuple(settings.FIB_TRUSTED_PROXIES))
+    return is_trusted_address(request.META.get("REMOTE_ADDR") or "")
 
 
 def client_ip(request: HttpRequest) -> str:
