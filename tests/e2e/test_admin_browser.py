@@ -31,7 +31,7 @@ from deploy import processes
 from tests.conftest import IN_CI, require_program
 from tests.processes import service_environment
 
-from .conftest import UNLIMITED_ENV, Reply, new_client_address, wait_for_log
+from .conftest import UNLIMITED_ENV, NginxInstance, Reply, new_client_address, wait_for_log
 
 CHANGELIST = "/admin/requestlog/requestlog/"
 SUMMARY = "/admin/requestlog/requestlog/summary/"
@@ -81,7 +81,9 @@ def nginx(module_stack_factory, app):
 # --- The CSRF origin check, with a plain HTTP client --------------------------------
 
 
-def _login_post(nginx, *, source: str, origin: str, credentials: tuple[str, str]) -> Reply:
+def _login_post(
+    nginx: NginxInstance, *, source: str, origin: str, credentials: tuple[str, str]
+) -> Reply:
     """GET the login page, then POST the credentials with its CSRF token and `origin`."""
     host = f"127.0.0.1:{nginx.port}"
     page = nginx.get("/admin/login/?next=/admin/", source=source, headers={"Host": host})
@@ -252,7 +254,8 @@ def _api_requests(nginx, *, source: str) -> dict[str, str]:
 def _result_rows(browser: Any) -> list[Any]:
     from selenium.webdriver.common.by import By
 
-    return browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    rows: list[Any] = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    return rows
 
 
 def test_an_operator_uses_the_admin_in_a_browser(

@@ -40,7 +40,8 @@ class RawReply:
     def problem(self) -> dict:
         """The body as problem details, after checking the media type."""
         assert self.headers.get("content-type") == "application/problem+json", self.headers
-        return json.loads(self.body)
+        body: dict = json.loads(self.body)
+        return body
 
 
 def raw_exchange(

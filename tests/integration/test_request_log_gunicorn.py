@@ -35,11 +35,11 @@ def log_database(tmp_path):
     if not configured.startswith("postgres"):
         path = tmp_path / "log.sqlite3"
 
-        def stored_ids():
+        def stored_sqlite_ids():
             with sqlite3.connect(path) as db:
                 return {row[0] for row in db.execute("SELECT request_id FROM fibonacci_requestlog")}
 
-        yield f"sqlite:///{path}", stored_ids
+        yield f"sqlite:///{path}", stored_sqlite_ids
         return
 
     import psycopg
