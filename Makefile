@@ -8,9 +8,6 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-# The locks are compiled from PyPI itself, so their hashes are the ones any machine downloads.
-INDEX_URL ?= https://pypi.org/simple
-
 .PHONY: help venv lock upgrade run superuser test test-sqlite test-postgres lint format bench stack clean
 
 help:
@@ -34,10 +31,11 @@ venv: $(BIN)/.installed
 
 # Recompile the locks from requirements.in / requirements-dev.in (after editing them):
 # existing pins are kept where the ranges still allow them. The local pip
-# configuration (find-links, extra indexes) is ignored so only PyPI's files are hashed.
+# configuration (find-links, extra indexes) is ignored, so pip's default index (PyPI)
+# alone is read and its files' hashes are the ones any machine downloads.
 PIP_COMPILE = env PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= \
 	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
-	--allow-unsafe --strip-extras --index-url $(INDEX_URL) --no-emit-index-url --no-emit-find-links
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
 lock: venv
 	$(PIP_COMPILE) $(UPGRADE) --output-file requirements.txt requirements.in

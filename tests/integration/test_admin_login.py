@@ -110,7 +110,9 @@ def test_username_budget_is_counted_across_addresses(limits, admin_user, hasher)
     assert refused.status_code == 429
     assert hasher.calls == hashes_before
     assert "Too many failed logins for this username" in refused.content.decode()
-    assert int(refused["Retry-After"]) > 60
+    # Within the username's hour-long window (django-ratelimit staggers where
+    # each key's window starts, so how much of it is left varies by key).
+    assert 0 < int(refused["Retry-After"]) <= 3_600
     # Another username from that address is not refused.
     User.objects.create_superuser("other", password=PASSWORD)
     assert _logged_in(_login(_client("203.0.113.9"), username="other", password=PASSWORD))
