@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, TooManyFieldsSent
 from django_ratelimit.core import get_usage
 from rest_framework import exceptions
 from rest_framework.exceptions import APIException
@@ -121,6 +121,14 @@ def is_large(request: Request, view: APIView) -> bool:
     return numbers.window_bytes(offset=window.offset, count=window.count) > threshold
 
 
+def _is_large_or_malformed(request: Request, view: APIView) -> bool:
+    try:
+        return is_large(request, view)
+    except TooManyFieldsSent:
+        # Too many query parameters to parse: the view answers 400; not large.
+        return False
+
+
 @functools.lru_cache(maxsize=8)
 def _large_window_bytes(table_size: int, large_n: int) -> int:
     """The size a window must pass to be large: that of the first FIB_LARGE_N terms."""
@@ -160,9 +168,12 @@ def spend_budgets(request: Request, view: APIView) -> list[Usage]:
         return []
     if not _Outage.active():
         key = addresses.budget_key(client_ip(request))
+        # Judged before the counters are touched: only a failure of the cache
+        # below is an outage, never the request's own malformed query.
+        large = _is_large_or_malformed(request, view)
         try:
             usages = [_spend(request, name="default", rate=settings.FIB_RATE_LIMIT, key=key)]
-            if is_large(request, view):
+            if large:
                 usages.append(
                     _spend(request, name="large", rate=settings.FIB_RATE_LIMIT_LARGE, key=key)
                 )

@@ -251,3 +251,14 @@ def test_every_rate_form_is_announced_with_its_window(client, settings, rate, po
     remaining, reset = announced.groups()
     assert int(remaining) == int(policy[2:].split(";")[0]) - 1
     assert 1 <= int(reset) <= int(policy.rpartition("=")[2])
+
+
+def test_a_malformed_query_is_counted_and_leaves_the_limiter_on(client, limits, caplog):
+    # More parameters than Django parses: a 400 that spends the budget like any
+    # request, and is no counter outage (which would stop limiting everyone).
+    with caplog.at_level(logging.ERROR, logger="fibonacci.ratelimit.budgets"):
+        malformed = client.get(URL + "?n=5" + "&a" * 1_001, REMOTE_ADDR="203.0.113.7")
+        statuses = [_get(client).status_code for _ in range(4)]
+    assert malformed.status_code == 400
+    assert statuses == [200, 200, 429, 429]
+    assert not [r for r in caplog.records if "unavailable" in r.getMessage()]
