@@ -197,15 +197,16 @@ def readyz(request: HttpRequest) -> HttpResponse:
     shared Redis is down would defeat failing open.
     """
     state = readiness()
+    operator = _is_operator(request)
     if state.faults:
-        return problem_response(
-            status=503,
-            detail="Not ready: "
-            + "; ".join([*state.faults, f"rate limiter {state.limiter}"])
-            + ".",
-            headers={"Retry-After": "5"},
+        # What is down (the limiter's state above all) is for operators only.
+        detail = (
+            "Not ready: " + "; ".join([*state.faults, f"rate limiter {state.limiter}"]) + "."
+            if operator
+            else "Not ready."
         )
-    if not _is_operator(request):
+        return problem_response(status=503, detail=detail, headers={"Retry-After": "5"})
+    if not operator:
         return HttpResponse(
             _OK, content_type="application/json", headers={"Cache-Control": "no-store"}
         )
