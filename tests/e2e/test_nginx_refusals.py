@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from deploy import nginx as deploy_nginx
+from tests.conftest import reference_fibonacci
 
 from .conftest import GENEROUS_NGINX, http_request, new_client_address
 
@@ -153,6 +154,24 @@ def test_unknown_host_names_are_refused_by_nginx_and_never_reach_gunicorn(
     assert _gunicorn_output(module_stack_factory, app) == before
 
 
+def test_a_foreign_host_header_behind_our_absolute_uri_never_reaches_django(
+    module_stack_factory, nginx, app
+):
+    # nginx picks the server by the request line's host; what Django sees must be that one.
+    before = _gunicorn_output(module_stack_factory, app)
+    head = (
+        b"GET http://127.0.0.1:%d/api/v1/fibonacci/?n=6 HTTP/1.1\r\nHost: evil.example\r\n"
+        % nginx.port
+    )
+
+    reply = raw_exchange(nginx.port, head + b"Connection: close\r\n\r\n")
+
+    assert reply is not None and reply.status == 200
+    assert json.loads(reply.body)["sequence"] == reference_fibonacci(6)
+    _sync_access_log(nginx, app)
+    assert _gunicorn_output(module_stack_factory, app) == before
+
+
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.0.0.1:{port}", "LOCALHOST"])
 def test_the_stacks_own_host_names_are_served(nginx, host):
     reply = nginx.get(
@@ -176,7 +195,7 @@ def test_nginx_listens_on_ipv6_loopback_too(nginx):
     )
 
     assert reply is not None and reply.status == 200
-    assert json.loads(reply.body)["sequence"] == [0, 1, 1, 2, 3, 5, 8]
+    assert json.loads(reply.body)["sequence"] == reference_fibonacci(7)
 
 
 # --- nginx's own errors -----------------------------------------------------------------
