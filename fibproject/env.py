@@ -12,6 +12,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
+from fibonacci.ratelimit.identity import parse_trusted_proxies
 from fibonacci.ratelimit.rates import parse_rate
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -58,3 +59,13 @@ def env_rate(name: str, *, default: str) -> str:
 def env_list(name: str, default: str = "") -> list[str]:
     """Comma-separated values, each stripped; empty items dropped."""
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_trusted_proxies(name: str) -> list[str]:
+    """Our proxies: comma-separated addresses, CIDRs or `unix` (fibonacci.ratelimit.identity)."""
+    entries = env_list(name)
+    try:
+        parse_trusted_proxies(entries)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} has an invalid entry: {exc}") from None
+    return entries

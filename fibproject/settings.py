@@ -13,7 +13,14 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from fibproject.env import env_bool, env_int, env_list, env_rate, env_str
+from fibproject.env import (
+    env_bool,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    env_trusted_proxies,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -261,7 +268,7 @@ FIB_MAX_N = env_int("FIB_MAX_N", default=10_000)
 FIB_MAX_INDEX = env_int("FIB_MAX_INDEX", default=100_000)
 # Our own proxies (addresses or CIDRs, and `unix` for a Unix socket): only
 # from these is X-Real-IP believed to name the client.
-FIB_TRUSTED_PROXIES = env_list("FIB_TRUSTED_PROXIES")
+FIB_TRUSTED_PROXIES = env_trusted_proxies("FIB_TRUSTED_PROXIES")
 # Successful answers never change for a URL; clients may cache them this long.
 FIB_CACHE_MAX_AGE = env_int("FIB_CACHE_MAX_AGE", default=86_400)
 

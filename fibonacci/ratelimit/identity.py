@@ -11,11 +11,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.http import HttpRequest
 
 from fibonacci import addresses
+
+if TYPE_CHECKING:  # settings.py validates FIB_TRUSTED_PROXIES here, before django.http loads
+    from django.http import HttpRequest
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

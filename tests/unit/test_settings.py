@@ -97,6 +97,8 @@ def test_no_allowed_hosts_without_debug_stops_the_start(monkeypatch, hosts):
         ("FIB_MAX_N", "-5", "FIB_MAX_N must be an integer >= 0, not '-5'"),
         ("FIB_LOG_BUFFER_SIZE", "0", "FIB_LOG_BUFFER_SIZE must be an integer >= 1, not '0'"),
         ("FIB_ADMIN_LOGIN_RATE", "5/minute", "FIB_ADMIN_LOGIN_RATE must look like 120/m"),
+        ("FIB_TRUSTED_PROXIES", "10.0.0.0/33", "FIB_TRUSTED_PROXIES has an invalid entry"),
+        ("FIB_TRUSTED_PROXIES", "127.0.0.1,proxy.internal", "FIB_TRUSTED_PROXIES has an invalid"),
     ],
 )
 def test_other_malformed_values_stop_the_start_naming_the_variable(
