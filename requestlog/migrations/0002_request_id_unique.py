@@ -11,7 +11,9 @@ constraint with ALTER TABLE ... USING INDEX (a brief lock, no scan), and the
 old index dropped CONCURRENTLY; hence a non-atomic migration. Should a
 duplicate arrive between the clean-up and the build (old workers still
 writing during a rolling deploy), the build fails and leaves an invalid
-index, which running the migration again drops and rebuilds. Elsewhere
+index, which running the migration again drops and rebuilds. A run stopped
+after the ALTER (say while the last DROP INDEX waited on a long transaction)
+finds the constraint made and, run again, only drops the old index. Elsewhere
 (SQLite in development) the same as plain index statements.
 """
 
@@ -32,11 +34,26 @@ def _delete_duplicates(schema_editor) -> None:
     )
 
 
+def _constraint_exists(schema_editor) -> bool:
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = %s::regclass",
+            [CONSTRAINT, TABLE],
+        )
+        return cursor.fetchone() is not None
+
+
 def forwards(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        # The clean-up and the build read the whole table: longer than
+        # The clean-up and the build read the whole table, and a DROP INDEX
+        # CONCURRENTLY waits out older transactions: longer than
         # DJANGO_DB_STATEMENT_TIMEOUT_MS allows.
         schema_editor.execute("SET statement_timeout = 0")
+        if _constraint_exists(schema_editor):
+            # An earlier run stopped after the ALTER: the constraint owns the
+            # index now (dropping it would fail), and no duplicate can exist.
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {OLD_INDEX}")
+            return
     _delete_duplicates(schema_editor)
     if schema_editor.connection.vendor != "postgresql":
         # A unique index is SQLite's unique constraint; a later table rebuild
