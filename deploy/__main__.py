@@ -30,12 +30,14 @@ from deploy.nginx import (
 )
 from deploy.processes import gunicorn_setting
 from deploy.stack import run_stack
+from fibproject.env import parse_int
 
 
 def _positive_int(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return int(text)
+    try:
+        return parse_int(text, minimum=1)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ _PROJECT_DIR = str(Path(__file__).resolve().parent.parent)
 if _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-from fibproject.env import env_int, env_str  # noqa: E402 - needs the path above
+from fibproject.env import env_int, env_list, env_str  # noqa: E402 - needs the path above
 
 wsgi_app = "fibproject.wsgi:application"
 # The hooks below read Django settings, also when the app is not preloaded.
@@ -29,7 +29,7 @@ chdir = _PROJECT_DIR
 
 # Behind nginx on the same host: loopback TCP (a Unix socket also works:
 # GUNICORN_BIND=unix:/run/fibonacci/gunicorn.sock, with FIB_TRUSTED_PROXIES=unix).
-bind = [address.strip() for address in env_str("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
+bind = env_list("GUNICORN_BIND", "127.0.0.1:8000")
 
 # Sync workers: the work per request is CPU-bound and short, and nginx buffers
 # both directions, so a slow client never holds a worker. 2 x cores + 1 keeps

@@ -36,14 +36,25 @@ def env_bool(name: str, *, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
 
 
+def parse_int(raw: str, *, minimum: int = 0) -> int:
+    """A decimal integer of at least `minimum` (ASCII digits only: no sign, no spaces inside).
+
+    The rule of every integer setting, also for deploy's command line; ValueError otherwise.
+    """
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
+        raise ValueError(f"must be an integer >= {minimum}, not {raw!r}")
+    return int(raw)
+
+
 def env_int(name: str, *, default: int, minimum: int = 0) -> int:
-    """A decimal integer of at least `minimum` (ASCII digits only: no sign, no spaces inside)."""
+    """An integer setting (parse_int's rule); `default` when unset or blank."""
     raw = env_str(name)
     if not raw:
         return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
-        raise ImproperlyConfigured(f"{name} must be an integer >= {minimum}, not {raw!r}")
-    return int(raw)
+    try:
+        return parse_int(raw, minimum=minimum)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} {exc}") from None
 
 
 def env_rate(name: str, *, default: str) -> str:

@@ -15,10 +15,11 @@ from fibonacci.api.scope import is_api_request
 from fibonacci.ratelimit.identity import client_ip, is_from_trusted_proxy
 
 from .buffer import current_buffer
+from .models import REQUEST_ID_MAX_CHARS
 
 # Recorded: every API request (fibonacci.api.scope); not probes, static files or the admin.
 # A proxy's request id is passed on only if it is short and plain.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX_CHARS}}}")
 
 
 def request_id(request: HttpRequest) -> str:

@@ -103,7 +103,7 @@ class RecordParser:
             parsed_index,
             query[:QUERY_MAX_CHARS],
             status,
-            (addresses.anonymized(ip) if self.anonymize else ip),
+            addresses.stored(ip, anonymize=self.anonymize) or ip,
             agent[:USER_AGENT_MAX_CHARS],
             round(duration_ms, 3),
             size,

@@ -194,8 +194,8 @@ def test_render_with_an_env_file_without_a_timeout_outlasts_gunicorns_default(tm
     ("args", "message"),
     [
         ((), "one of the arguments --env-file --gunicorn-timeout is required"),
-        (("--gunicorn-timeout", "0"), "--gunicorn-timeout: must be a whole number of at least 1"),
-        (("--gunicorn-timeout", "soon"), "--gunicorn-timeout: must be a whole number"),
+        (("--gunicorn-timeout", "0"), "--gunicorn-timeout: must be an integer >= 1, not '0'"),
+        (("--gunicorn-timeout", "soon"), "--gunicorn-timeout: must be an integer >= 1"),
         (("--env-file", "/nonexistent/env"), "--env-file /nonexistent/env: "),
         (("--env-file", "{bad_timeout}"), "GUNICORN_TIMEOUT must be an integer >= 1, not '0'"),
         (("--env-file", "{not_a_variable}"), "expected NAME=value"),
