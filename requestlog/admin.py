@@ -94,6 +94,9 @@ class SummaryPeriodForm(forms.Form):
                 raise forms.ValidationError("The period must end on or after its first day.")
             if (until - since).days >= SUMMARY_MAX_DAYS:
                 raise forms.ValidationError(f"Choose at most {SUMMARY_MAX_DAYS} days.")
+        if until and until >= date.max:
+            # The period ends at the start of the next day, which date.max has not.
+            raise forms.ValidationError(f"The period must end before {date.max:%Y-%m-%d}.")
         return cleaned
 
 
@@ -146,6 +149,8 @@ class RequestLogAdmin(admin.ModelAdmin):
             return queryset, False
         # An address in any spelling finds the rows the log wrote for it.
         stored = addresses.stored(term, anonymize=settings.FIB_LOG_IP_ANONYMIZE)
+        if term == addresses.UNKNOWN:  # the log's name for a client without an address
+            stored = addresses.UNKNOWN
         if stored is None:
             return queryset.filter(request_id=term), False
         return queryset.filter(client_ip=stored), False

@@ -180,6 +180,20 @@ def test_summary_shows_the_chosen_period(staff_client):
     )
 
 
+def test_summary_refuses_a_period_ending_at_the_last_representable_day(staff_client):
+    response = staff_client.get(SUMMARY, {"since": "9999-12-31", "until": "9999-12-31"})
+    assert response.status_code == 200
+    assert response.context["summary"] is None
+    assert "must end before" in response.content.decode()
+
+
+def test_search_for_unknown_finds_clients_without_an_address(staff_client):
+    RequestLog.objects.bulk_create(
+        [_log(request_id="nowhere-1", client_ip="unknown"), _log(request_id="somewhere-1")]
+    )
+    assert _shown_ids(staff_client.get(CHANGELIST, {"q": "unknown"})) == {"nowhere-1"}
+
+
 def test_summary_refuses_a_backwards_period(staff_client):
     response = staff_client.get(SUMMARY, {"since": "2026-03-10", "until": "2026-03-01"})
     assert response.status_code == 200
