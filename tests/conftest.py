@@ -140,10 +140,9 @@ def redis_url() -> str:
 @pytest.fixture
 def closed_port_url() -> str:
     """A redis:// URL on a loopback port that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
+    from deploy.processes import free_port
+
+    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 @pytest.fixture(autouse=True)
