@@ -12,6 +12,11 @@ reload, max_requests) while the database is down or does not answer within
 the exit wait, and by the writer when half the buffer waits during an
 outage. The writer writes spooled files back once the database answers.
 
+A batch the database refuses for what a row holds (a value its column cannot
+hold, a CHECK violation) would be refused on every retry and hold up every
+record behind it: it is written again row by row, and the rows refused are
+counted as rejected and logged, not retried. A lost connection is retried.
+
 Memory per buffered record (tracemalloc over 10,000; `python -m
 requestlog.footprint`): about 0.45 KB for a typical request, 1.2 KB at the
 lengths a row keeps (512-character query, 256-character user agent, IPv6,
@@ -34,7 +39,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from . import writer
-from .rows import RawRecord, RecordParser
+from .rows import COLUMNS, RawRecord, RecordParser
 from .spool import RequestLogSpool
 
 logger = logging.getLogger(__name__)
@@ -45,6 +50,7 @@ WARNING_INTERVAL_SECONDS = 60.0
 # driver timeout reaches a query blocked in the kernel); half a buffer then
 # goes to the spool from the request thread, since the writer cannot take it.
 STUCK_WRITE_SECONDS = 5.0
+_REQUEST_ID = COLUMNS.index("request_id")
 
 
 class RequestLogBuffer:
@@ -96,6 +102,8 @@ class RequestLogBuffer:
         self._autostart = self.background
         self._stopping = False
         self.dropped = 0
+        # Records never to be written: refused by the database for their data, or unparsable.
+        self.rejected = 0
         self.written = 0
         self.spilled = 0
         # When the write under way started (monotonic), or None; whether the last one failed.
@@ -177,10 +185,8 @@ class RequestLogBuffer:
                     self._pending = self._take(self.batch_size)
                     if not self._pending:
                         break
-                rows = RecordParser.from_settings().rows(self._pending)
                 try:
-                    self._write_started = time.monotonic()
-                    writer.insert_rows(rows)
+                    stored = self._write(self._pending)
                 except Exception as exc:  # noqa: BLE001 - database down or slow: keep the batch
                     self._failing = True
                     self._warn(
@@ -194,14 +200,46 @@ class RequestLogBuffer:
                     if self.spool is not None and len(self._records) * 2 >= self.capacity:
                         self._spill(self._take(len(self._records)))
                     break
-                finally:
-                    self._write_started = None
                 self._failing = False
-                written += len(rows)
+                written += stored
                 self._pending = []
             self.written += written
         self._report_drops()
         return written
+
+    def _write(self, records: list[RawRecord]) -> int:
+        """Write records, rejecting those the database refuses for their data; return how many.
+
+        Raises, having counted nothing, when the database cannot take them (the
+        caller keeps them for a retry).
+        """
+        rows = RecordParser.from_settings().rows(records)  # logs and skips the unparsable
+        self._write_started = time.monotonic()
+        try:
+            try:
+                writer.insert_rows(rows)
+                refused = []
+            except writer.ROW_ERRORS:
+                refused = writer.insert_each(rows)
+        finally:
+            self._write_started = None
+        self.rejected += len(records) - len(rows) + len(refused)
+        if refused:
+            row, error = refused[0]
+            # The error's first line names the column or constraint; the rest
+            # (PostgreSQL's "Failing row contains ...") would log the row itself.
+            reason = str(error).strip().partition("\n")[0] or type(error).__name__
+            self._warn(
+                "reject",
+                "request log: rejected %d of %d records the database refused (%d in all);"
+                " the first, request id %s: %s",
+                len(refused),
+                len(rows),
+                self.rejected,
+                row[_REQUEST_ID],
+                reason,
+            )
+        return len(rows) - len(refused)
 
     def _warn(self, key: str, message: str, *args: Any) -> bool:
         # At most one line per key and interval: an outage must not flood the log.
@@ -230,15 +268,13 @@ class RequestLogBuffer:
             return 0
 
         def write(records: list[RawRecord]) -> None:
-            self._write_started = time.monotonic()
-            try:
-                writer.insert_rows(RecordParser.from_settings().rows(records))
-            finally:
-                self._write_started = None
+            self._write(records)
 
         try:
             with self._flush_lock:
-                written = self.spool.drain(write, max_files=10)
+                rejected = self.rejected
+                # drain() counts every record of a file it wrote, rejected ones too.
+                written = self.spool.drain(write, max_files=10) - (self.rejected - rejected)
         except Exception as exc:  # noqa: BLE001 - the file stays for the next attempt
             self._warn("spool-write", "request log: cannot write spooled records (%s)", exc)
             return 0
@@ -333,11 +369,11 @@ def flush() -> int:
 
 
 def stats() -> dict[str, int]:
-    """This process's records waiting, dropped and (with a spool) spilled; the spool's size."""
+    """This process's records waiting, dropped, rejected, spilled (with a spool); spool size."""
     buffer = _current
     if buffer is None:
-        return {"buffered": 0, "dropped": 0}
-    counts = {"buffered": buffer.buffered, "dropped": buffer.dropped}
+        return {"buffered": 0, "dropped": 0, "rejected": 0}
+    counts = {"buffered": buffer.buffered, "dropped": buffer.dropped, "rejected": buffer.rejected}
     if buffer.spool is not None:
         counts["spilled"] = buffer.spilled
         counts.update(buffer.spool.stats())

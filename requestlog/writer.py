@@ -2,17 +2,33 @@
 
 Each request id is stored once (a unique constraint): a batch written again
 (a retry after a commit whose answer was lost, a spool file read back after
-its writer gave up on it) adds only the rows that are not there yet.
+its writer gave up on it) adds only the rows that are not there yet. A batch
+the database refuses for what a row holds is written again row by row
+(insert_each), so that one bad row does not keep the others out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    connections,
+    transaction,
+)
 
 from .models import RequestLog
 from .rows import COLUMNS, Row
+
+# What the database raises for what a row holds, and raises again on every
+# retry: a value its column cannot hold (DataError: too long, out of range, a
+# NUL in text on PostgreSQL) or a CHECK / NOT NULL violation (IntegrityError).
+# A stored request id is no such error: ON CONFLICT DO NOTHING skips it.
+# Anything else (OperationalError, InterfaceError: the connection) is worth a retry.
+ROW_ERRORS = (DataError, IntegrityError)
 
 
 def insert_rows(rows: Sequence[Row], *, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -52,3 +68,20 @@ def insert_rows(rows: Sequence[Row], *, using: str = DEFAULT_DB_ALIAS) -> None:
             return
         adapt_time = connection.ops.adapt_datetimefield_value
         cursor.executemany(insert, [(adapt_time(row[0]), *row[1:]) for row in rows])
+
+
+def insert_each(
+    rows: Sequence[Row], *, using: str = DEFAULT_DB_ALIAS
+) -> list[tuple[Row, DatabaseError]]:
+    """Insert rows one transaction each; return those refused for their data, with the error.
+
+    Any other error propagates: the rows written before it stay written, and
+    the batch written again skips them by request id.
+    """
+    refused: list[tuple[Row, DatabaseError]] = []
+    for row in rows:
+        try:
+            insert_rows([row], using=using)
+        except ROW_ERRORS as exc:
+            refused.append((row, exc))
+    return refused

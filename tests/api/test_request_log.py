@@ -200,7 +200,7 @@ def test_readyz_shows_buffered_and_dropped_counts(client):
         client.get(URL, {"n": "1"})
     body = client.get("/readyz").json()
     assert body["status"] == "ok"
-    assert body["request_log"] == {"buffered": 3, "dropped": 0}
+    assert body["request_log"] == {"buffered": 3, "dropped": 0, "rejected": 0}
 
 
 def test_api_keeps_answering_while_the_log_cannot_be_written(client, monkeypatch):

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from rest_framework.test import APIClient
 
 from requestlog import buffer as requestlog
@@ -104,7 +104,7 @@ def test_records_wait_while_the_database_is_down_and_are_written_when_it_is_back
     ids = {_get(client, n) for n in range(3)}
     time.sleep(0.4)  # several failed flushes
     assert RequestLog.objects.count() == 0
-    assert requestlog.stats() == {"buffered": 3, "dropped": 0}
+    assert requestlog.stats() == {"buffered": 3, "dropped": 0, "rejected": 0}
     database["up"] = True
     assert _wait_for_rows(3, within_seconds=3) == 3
     assert set(RequestLog.objects.values_list("request_id", flat=True)) == ids
@@ -118,7 +118,7 @@ def test_past_the_bound_the_oldest_are_dropped_counted_and_logged(
     install_buffer(capacity=3, batch_size=100, flush_seconds=60, background=False)
     client = APIClient()
     ids = [_get(client, n) for n in range(5)]
-    assert requestlog.stats() == {"buffered": 3, "dropped": 2}
+    assert requestlog.stats() == {"buffered": 3, "dropped": 2, "rejected": 0}
     with caplog.at_level(logging.WARNING, logger="requestlog.buffer"):
         assert requestlog.flush() == 3
     assert list(RequestLog.objects.order_by("id").values_list("request_id", flat=True)) == ids[2:]
@@ -334,3 +334,111 @@ def test_records_behind_a_stuck_writer_go_to_the_spool_not_over_the_bound(
     while buffer._drain_spool():
         pass
     assert _stored_ids() == sorted(ids)
+
+
+def _record(rid: str, **changes: object) -> RawRecord:
+    """A raw record as the middleware captures it, request id rid, with some fields changed."""
+    fields: dict[str, object] = {
+        "arrived": time.time(),
+        "duration_ms": 1.5,
+        "method": "GET",
+        "url_name": "fibonacci-list",
+        "index": None,
+        "query": "n=1",
+        "status": 200,
+        "ip": "192.0.2.1",
+        "agent": "curl/8.5",
+        "size": 41,
+        "request_id": rid,
+    }
+    fields.update(changes)
+    return tuple(fields.values())  # type: ignore[return-value]
+
+
+# Values a column refuses, on every retry: (changes, databases that refuse them).
+POISONS: dict[str, tuple[dict[str, object], set[str]]] = {
+    "negative size (CHECK violation)": ({"size": -1}, {"sqlite", "postgresql"}),
+    "NUL in the user agent": ({"agent": "curl\x00/8.5"}, {"postgresql"}),
+    "request id longer than its column": ({"request_id": "p" * 65}, {"postgresql"}),
+}
+
+
+def _poisoned(name: str) -> RawRecord:
+    changes, refused_by = POISONS[name]
+    if connection.vendor not in refused_by:
+        pytest.skip(f"{connection.vendor} stores this value")
+    return _record("poisoned", **changes)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("poison", POISONS)
+def test_a_batch_with_a_poisoned_row_writes_the_others_and_counts_it_rejected(
+    install_buffer, poison, caplog, client
+):
+    buffer = install_buffer(capacity=100, batch_size=100, flush_seconds=60, background=False)
+    poisoned = _poisoned(poison)
+    good = [f"good-{n}" for n in range(4)]
+    for record in [_record(good[0]), _record(good[1]), poisoned, _record(good[2])]:
+        buffer.append(record)
+    with caplog.at_level(logging.WARNING, logger="requestlog.buffer"):
+        assert requestlog.flush() == 3
+        buffer.append(_record(good[3]))  # the log goes on: the bad row is not retried
+        assert requestlog.flush() == 1
+    assert _stored_ids() == sorted(good)
+    counts = requestlog.stats()
+    assert (counts["buffered"], counts["dropped"], counts["rejected"]) == (0, 0, 1)
+    assert client.get("/readyz").json()["request_log"]["rejected"] == 1
+    assert [m for m in caplog.messages if "rejected" in m]
+
+
+@pytest.mark.django_db
+def test_rejections_are_logged_once_per_interval_and_all_counted(install_buffer, caplog):
+    buffer = install_buffer(capacity=100, batch_size=2, flush_seconds=60, background=False)
+    for n in range(3):
+        buffer.append(_record(f"good-{n}"))
+        buffer.append(_record(f"bad-{n}", size=-1))
+    with caplog.at_level(logging.WARNING, logger="requestlog.buffer"):
+        assert requestlog.flush() == 3  # three batches of two, each with one bad row
+    assert _stored_ids() == ["good-0", "good-1", "good-2"]
+    assert buffer.rejected == 3
+    assert len([m for m in caplog.messages if "rejected" in m]) == 1
+
+
+@pytest.mark.django_db
+def test_a_connection_lost_while_writing_row_by_row_keeps_the_batch_for_a_retry(
+    install_buffer, monkeypatch
+):
+    buffer = install_buffer(capacity=100, batch_size=100, flush_seconds=60, background=False)
+    for record in [_record("good-0"), _record("bad", size=-1), _record("good-1")]:
+        buffer.append(record)
+    real_insert_rows = writer.insert_rows
+    calls = []
+
+    def lost_after_the_first_row(rows, **kwargs):
+        calls.append(len(rows))
+        if len(calls) > 2:  # the batch, then its first row, then the connection is gone
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_insert_rows(rows, **kwargs)
+
+    monkeypatch.setattr(writer, "insert_rows", lost_after_the_first_row)
+    assert requestlog.flush() == 0
+    assert (buffer.buffered, buffer.rejected) == (3, 0)  # nothing given up on an outage
+    assert _stored_ids() == ["good-0"]
+    monkeypatch.setattr(writer, "insert_rows", real_insert_rows)
+    assert requestlog.flush() == 2  # good-0 was stored already: skipped by its request id
+    assert _stored_ids() == ["good-0", "good-1"]
+    assert (buffer.buffered, buffer.rejected) == (0, 1)
+
+
+@pytest.mark.django_db
+def test_a_spooled_file_with_a_poisoned_row_is_written_and_removed(install_buffer, tmp_path):
+    spool = _spool(tmp_path)
+    buffer = install_buffer(
+        capacity=100, batch_size=100, flush_seconds=60, background=False, spool=spool
+    )
+    spool.spill([_record("good-0"), _record("bad", size=-1), _record("good-1")])
+    spool.spill([_record("good-2")])  # behind it: must not wait forever
+    assert buffer._drain_spool() == 3
+    assert _stored_ids() == ["good-0", "good-1", "good-2"]
+    assert buffer.rejected == 1
+    assert spool.stats() == {"spool_files": 0, "spool_bytes": 0}
