@@ -150,8 +150,8 @@ _checked_lock = threading.Lock()
 
 
 def _check() -> Readiness:
-    limiter = limiter_state()
     cache_fault = _cache_fault()
+    limiter = limiter_state(counters_reachable=cache_fault is None)
     database_fault = _database_probe.fault(deadline_seconds=DATABASE_DEADLINE_SECONDS)
     faults = [fault for fault in (database_fault,) if fault]
     if cache_fault and settings.FIB_RATE_LIMIT_FAIL_CLOSED:

@@ -92,11 +92,16 @@ class _Outage:
         )
 
 
-def limiter_state() -> str:
-    """`ok`, `off`, or a description of the outage, for /readyz."""
+def limiter_state(*, counters_reachable: bool = True) -> str:
+    """`ok`, `off`, or a description of the outage, for /readyz.
+
+    An outage is this process's memory of a failed count, or `counters_reachable`
+    false: the probe found the counters down (the worker answering the probe
+    may not have counted anything lately).
+    """
     if not settings.FIB_RATE_LIMIT_ENABLED:
         return "off"
-    if _Outage.active():
+    if not counters_reachable or _Outage.active():
         mode = "failing closed" if settings.FIB_RATE_LIMIT_FAIL_CLOSED else "failing open"
         return f"counters unavailable, {mode}"
     return "ok"

@@ -31,6 +31,8 @@ def test_readyz_stays_ready_but_reports_a_down_cache_when_failing_open(
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["cache"] == "cache unavailable"
+    # Found by the probe itself, though this process has counted nothing yet.
+    assert response.json()["rate_limiter"] == "counters unavailable, failing open"
 
 
 def test_readyz_is_503_problem_when_the_cache_is_down_and_failing_closed(
