@@ -86,16 +86,26 @@ _DATABASE_FIXTURES = frozenset(
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m database` sees the mark
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark `database` every test that can reach the test database, for the PostgreSQL pass.
 
     pytest-django refuses database access to any other test, so the mark is complete
     for work done in-process; a test whose server process uses DATABASE_URL marks itself.
+    Tests marked `postgresql_only` are deselected (not skipped) in the SQLite pass.
     """
+    on_postgresql = os.environ.get("DATABASE_URL", "").startswith("postgres")
+    kept, deselected = [], []
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if item.get_closest_marker("django_db") or not _DATABASE_FIXTURES.isdisjoint(fixtures):
             item.add_marker(pytest.mark.database)
+        if item.get_closest_marker("postgresql_only") and not on_postgresql:
+            deselected.append(item)
+        else:
+            kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

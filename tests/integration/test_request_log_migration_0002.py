@@ -120,15 +120,10 @@ def test_backwards_restores_the_plain_index_and_forwards_again_works(at_0001):
     assert not RequestLog.objects.filter(pk=copy.pk).exists()
 
 
-def _require_postgresql() -> None:
-    # A property of this pass (the SQLite one runs no CONCURRENTLY), not a missing service.
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: the concurrent build and ALTER ... USING INDEX")
-
-
+# The concurrent build and ALTER ... USING INDEX exist on PostgreSQL only.
+@pytest.mark.postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_a_run_stopped_after_the_alter_completes_when_run_again(at_0001):
-    _require_postgresql()
     old = at_0001
     kept = old.objects.create(**_row("a" * 32, minute=0))
     with connection.cursor() as cursor:
@@ -144,9 +139,9 @@ def test_a_run_stopped_after_the_alter_completes_when_run_again(at_0001):
     assert [row[0] for row in _stored()] == [kept.pk]
 
 
+@pytest.mark.postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_a_build_failed_on_a_duplicate_is_rebuilt_when_run_again(at_0001):
-    _require_postgresql()
     old = at_0001
     kept = old.objects.create(**_row("a" * 32, minute=0))
     old.objects.create(**_row("a" * 32, minute=1))  # arrived during the build
