@@ -21,7 +21,7 @@ def test_one_rate_limit_budget_and_one_request_log_across_both_instances(
         2,
         workers=WORKERS_PER_INSTANCE,
         FIB_RATE_LIMIT="1000/m",
-        FIB_RATE_LIMIT_LARGE=f"{LARGE_BUDGET}/m",
+        FIB_RATE_LIMIT_LARGE=f"{LARGE_BUDGET}/h",
         FIB_LARGE_N="100",
     )
     nginx = stack_factory.start_nginx(apps)
