@@ -30,12 +30,10 @@ from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django_ratelimit.core import get_usage
 
 from fibonacci import addresses
-from fibonacci.ratelimit.budgets import OUTAGE_RETRY_SECONDS
+from fibonacci.ratelimit.budgets import OUTAGE_RETRY_SECONDS, budget_usage
 from fibonacci.ratelimit.identity import client_ip
-from fibonacci.ratelimit.rates import parse_rate
 
 logger = logging.getLogger(__name__)
 
@@ -98,27 +96,17 @@ def _budgets(request: HttpRequest, username: str) -> list[tuple[str, str, str]]:
     return budgets
 
 
-def _usage(request: HttpRequest, *, group: str, rate: str, key: str, increment: bool) -> Any:
-    parsed = parse_rate(rate)
-    return get_usage(
-        request,
-        group=group,
-        key=lambda group, request: key,
-        rate=(parsed.count, parsed.window_seconds),
-        increment=increment,
-    )
-
-
 def refusal(request: HttpRequest, *, username: str) -> LoginRefusal | None:
     """The refusal of this attempt when a budget is spent, else None; counts nothing."""
     try:
         for group, rate, key in _budgets(request, username):
-            usage = _usage(request, group=group, rate=rate, key=key, increment=False)
+            usage = budget_usage(
+                request, name=group, group=group, rate=rate, key=key, increment=False
+            )
             # Failures so far: the budget is spent once they reach the quota.
-            if usage is not None and usage["count"] >= usage["limit"]:
+            if usage.remaining == 0:
                 whose = "from your address" if group.endswith("address") else "for this username"
-                # The window still holds during its last second: it resets one second later.
-                return LoginRefusal(whose, retry_after_seconds=max(1, usage["time_left"] + 1))
+                return LoginRefusal(whose, retry_after_seconds=usage.reset_seconds)
     except Exception as exc:  # noqa: BLE001 - any cache failure is an outage
         _Outage.record(exc)
     return None
@@ -128,7 +116,7 @@ def record_failure(request: HttpRequest, *, username: str) -> None:
     """Count one failed login against the address and the username."""
     try:
         for group, rate, key in _budgets(request, username):
-            _usage(request, group=group, rate=rate, key=key, increment=True)
+            budget_usage(request, name=group, group=group, rate=rate, key=key)
     except Exception as exc:  # noqa: BLE001 - any cache failure is an outage
         _Outage.record(exc)
 

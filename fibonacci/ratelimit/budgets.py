@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, TooManyFieldsSent
+from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from rest_framework import exceptions
 from rest_framework.exceptions import APIException
@@ -141,16 +142,26 @@ def _large_window_bytes(table_size: int, large_n: int) -> int:
     return numbers.window_bytes(offset=0, count=min(large_n, table_size))
 
 
-def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
+def budget_usage(
+    request: HttpRequest | Request,
+    *,
+    name: str,
+    group: str,
+    rate: str,
+    key: str,
+    increment: bool = True,
+) -> Usage:
+    """One budget of `key` in django-ratelimit's `group`: counted once more unless `increment`
+    is false (then only read). Every limit of the service counts through here."""
     parsed = parse_rate(rate)
     quota, window_seconds = parsed.count, parsed.window_seconds
     usage: dict[str, Any] = get_usage(
         request,
-        group=f"fibonacci.{name}",
+        group=group,
         key=lambda group, req: key,
         # The parsed tuple: django-ratelimit would otherwise parse the string per call.
         rate=(quota, window_seconds),
-        increment=True,
+        increment=increment,
     )
     return Usage(
         name=name,
@@ -161,6 +172,10 @@ def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
         reset_seconds=max(1, usage["time_left"] + 1),
         exceeded=usage["should_limit"],
     )
+
+
+def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
+    return budget_usage(request, name=name, group=f"fibonacci.{name}", rate=rate, key=key)
 
 
 def spend_budgets(request: Request, view: APIView) -> list[Usage]:
