@@ -298,7 +298,7 @@ FIB_REQUEST_LOG = env_bool("FIB_REQUEST_LOG", default=True)
 # Records held per process while the database is slow or down; past this the
 # oldest are dropped and counted. Each takes about 0.45 KB (typical), 1.2 KB
 # (query and user agent as long as a row keeps) and at most 8.6 KB (at nginx's
-# 4 KB header limits): `python -m requestlog.footprint` measures it.
+# 4 KB header limits): `python bench/request_log_footprint.py` measures it.
 FIB_LOG_BUFFER_SIZE = env_int("FIB_LOG_BUFFER_SIZE", default=10_000, minimum=1)
 # Where a worker spills records it cannot write (it exits while the database
 # is down or hung, or its buffer is half full during an outage); any worker's
