@@ -17,8 +17,8 @@ hold, a CHECK violation) would be refused on every retry and hold up every
 record behind it: it is written again row by row, and the rows refused are
 counted as rejected and logged, not retried. A lost connection is retried.
 
-Memory per buffered record (tracemalloc over 10,000; `python -m
-bench/request_log_footprint.py`): about 0.45 KB for a typical request, 1.2 KB at the
+Memory per buffered record (tracemalloc over 10,000;
+`python bench/request_log_footprint.py`): about 0.45 KB for a typical request, 1.2 KB at the
 lengths a row keeps (512-character query, 256-character user agent, IPv6,
 64-character request id), and up to 8.6 KB at nginx's 4 KB request-line and
 header limits, because the raw query and user agent are kept whole until the
