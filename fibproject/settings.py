@@ -60,6 +60,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so that it times and records every answer, 429s and 500s included.
     "requestlog.middleware.RequestLogMiddleware",
+    # Next, so that it compresses last what every other middleware has written,
+    # and the request log records the bytes sent (fibonacci/api/compression.py).
+    "fibonacci.api.compression.ApiGZipMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Django's session, CSRF, auth and message middleware, skipped under /api/:
     # only the admin needs them (see fibproject/middleware.py).
@@ -271,6 +274,10 @@ FIB_MAX_INDEX = env_int("FIB_MAX_INDEX", default=100_000)
 FIB_TRUSTED_PROXIES = env_trusted_proxies("FIB_TRUSTED_PROXIES")
 # Successful answers never change for a URL; clients may cache them this long.
 FIB_CACHE_MAX_AGE = env_int("FIB_CACHE_MAX_AGE", default=86_400)
+# The app gzips successful API answers for clients that accept it: any size
+# behind the edge (nginx caches the compressed answer), elsewhere only bodies
+# up to this many bytes, since each request would compress them anew.
+FIB_COMPRESS_MAX_BYTES = env_int("FIB_COMPRESS_MAX_BYTES", default=1024 * 1024)
 
 # --- Rate limits ------------------------------------------------------------
 # Counted per client IP (IPv6 per /64) by django-ratelimit in the `ratelimit`

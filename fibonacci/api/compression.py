@@ -1,0 +1,81 @@
+"""gzip for the API's successful answers, done by the app so that a cache compresses once.
+
+Django's GZipMiddleware (its 200-byte floor, `Vary: Accept-Encoding`, the
+weakened ETag, BREACH's random bytes), applied only to API requests' 200s:
+errors are a few hundred bytes and are never cached, so compressing them
+would be work per request for little gain. Behind the edge (a request that
+nginx marked as forwarded by it) any size is compressed, because nginx caches
+the compressed answer and serves it again; anywhere else (edge off, runserver,
+an app node reached directly) only bodies up to FIB_COMPRESS_MAX_BYTES are,
+since each request would pay for it anew (about 1 s of CPU for the 10 MB
+answer of n=10000).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.middleware.gzip import GZipMiddleware, re_accepts_gzip
+from django.utils.cache import patch_vary_headers
+from django.utils.http import parse_etags
+
+from fibonacci.ratelimit.identity import is_from_trusted_proxy
+
+from .scope import is_api_request
+
+# The header by which our edge tells the app it has counted (and will cache) a request.
+EDGE_HEADER = "HTTP_X_FIB_EDGE"
+EDGE_COUNTED = "counted"
+
+
+def forwarded_by_edge(request: HttpRequest) -> bool:
+    """Whether our edge forwarded `request`: its `X-Fib-Edge: counted`, from a trusted proxy."""
+    return request.META.get(EDGE_HEADER) == EDGE_COUNTED and is_from_trusted_proxy(request)
+
+
+def accepts_gzip(request: HttpRequest) -> bool:
+    """Whether the client's Accept-Encoding names gzip (Django's GZipMiddleware's test)."""
+    return re_accepts_gzip.search(request.META.get("HTTP_ACCEPT_ENCODING", "")) is not None
+
+
+def _body_bytes(response: HttpResponse) -> int:
+    # Content-Length is set by the API's responses; .content would join a large answer.
+    length = response.get("Content-Length")
+    return int(length) if length is not None else len(response.content)
+
+
+class ApiGZipMiddleware(GZipMiddleware):
+    """Django's GZipMiddleware for the API's 200s, bounded in size unless the edge caches them."""
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        """Compress a 200 when the client accepts gzip and the size rule allows; mark a 304."""
+        if not is_api_request(request):
+            return response
+        if response.status_code == 304:
+            return self._not_modified(request, response)
+        if response.status_code != 200 or not isinstance(response, HttpResponse):
+            return response
+        if _body_bytes(response) > settings.FIB_COMPRESS_MAX_BYTES and not forwarded_by_edge(
+            request
+        ):
+            # Sent as it is to every client: the answer does not vary by Accept-Encoding.
+            return response
+        return super().process_response(request, response)
+
+    @staticmethod
+    def _not_modified(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        """A 304 carries the validator of the 200 it stands for: weak if that one was gzipped.
+
+        The 304 has no body to measure, so the client's own validator tells: it sent
+        the weak form of our ETag (If-None-Match compares weakly) because the 200 it
+        holds was compressed, and it still accepts gzip.
+        """
+        etag = response.get("ETag")
+        if not etag or not etag.startswith('"') or not accepts_gzip(request):
+            return response
+        if "W/" + etag in parse_etags(request.META.get("HTTP_IF_NONE_MATCH", "")):
+            patch_vary_headers(response, ("Accept-Encoding",))
+            response.headers["ETag"] = "W/" + etag
+        return response
