@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument(
         "--app-port", type=int, default=8001, help="gunicorn port on loopback (default 8001)"
     )
+    stack.add_argument(
+        "--no-edge",
+        dest="edge",
+        action="store_false",
+        help="no limiter or cache in nginx: every API request reaches the app (docs/edge.md)",
+    )
     _add_limit_options(stack)
 
     render = commands.add_parser("render", help="print deploy/nginx.conf rendered for a host")
@@ -135,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit_req_rate=args.limit_req_rate,
             limit_req_burst=args.limit_req_burst,
             limit_conn=args.limit_conn,
+            edge=args.edge,
         )
 
     if bool(args.tls_certificate) != bool(args.tls_key):

@@ -25,6 +25,11 @@ NGINX_TEMPLATE = DEPLOY_DIR / "nginx.conf"
 SECURITY_HEADERS_TEMPLATE = DEPLOY_DIR / "nginx-security-headers.conf"
 # nginx's own errors of reading a request, placed by {{ request_errors }} in both servers.
 REQUEST_ERRORS_TEMPLATE = DEPLOY_DIR / "nginx-request-errors.conf"
+# The edge's sections (deploy/edge/nginx-edge.conf) and its Lua (deploy/edge/fib_edge.lua).
+EDGE_DIR = DEPLOY_DIR / "edge"
+EDGE_TEMPLATE = EDGE_DIR / "nginx-edge.conf"
+# Where Debian's nginx keeps its dynamic modules (libnginx-mod-http-lua and the NDK).
+MODULE_DIR = Path("/usr/lib/nginx/modules")
 # The host names a local nginx (make stack, tests, bench) serves; any other is refused.
 LOCAL_SERVER_NAMES = "localhost 127.0.0.1 [::1]"
 
@@ -38,6 +43,10 @@ DEFAULT_LIMIT_CONN = 50
 PROXY_TIMEOUT_MARGIN_SECONDS = 5
 
 _PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
+
+
+def _PLACEHOLDER_LINE(name: str) -> re.Pattern[str]:  # noqa: N802 - reads as the pattern it is
+    return re.compile(r"^[ \t]*\{\{ " + name + r" \}\}[ \t]*$", flags=re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,44 @@ class NginxLayout:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeFiles:
+    """The edge's files: the policy the app wrote, the edge log, the answer cache.
+
+    policy: `manage.py edge_policy --output` of the app's environment; log: the
+    JSON edge log that `manage.py ship_edge_log` ships; cache_dir: cached
+    answers, at most cache_max_size on disk (nginx's size syntax, 1g), their
+    keys in cache_keys_zone of shared memory (about 8,000 keys per MB).
+    """
+
+    policy: Path
+    log: Path
+    cache_dir: Path
+    cache_max_size: str = "1g"
+    cache_keys_zone: str = "16m"
+
+
+def edge_sections() -> dict[str, str]:
+    """deploy/edge/nginx-edge.conf by section (`# --- name`), without the file's comment."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in EDGE_TEMPLATE.read_text().splitlines():
+        if line.startswith("# --- "):
+            current = sections.setdefault(line.removeprefix("# --- ").strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).strip("\n") for name, lines in sections.items()}
+
+
+def _edge_blocks(edge: EdgeFiles | None) -> dict[str, str]:
+    names = ("modules", "http", "server", "api")
+    if edge is None:
+        off = "# The edge is off: the app counts and logs every API request itself."
+        return {f"edge_{name}": off if name in {"modules", "api"} else "" for name in names}
+    sections = edge_sections()
+    return {f"edge_{name}": sections[name] for name in names}
+
+
+@dataclass(frozen=True, slots=True)
 class TlsFiles:
     """A certificate chain and its key: nginx then serves HTTPS and redirects HTTP to it."""
 
@@ -75,7 +122,7 @@ def nginx_user_directive() -> str:
     if os.geteuid() != 0:
         return "# Not root: nginx's workers run as the user who started it."
     nobody = pwd.getpwnam("nobody")
-    return f"user nobody {grp.getgrgid(nobody.pw_gid).gr_name};"
+    return f"user nobody {grp.getgrgid(nobody.pw_gid).gr_name};"  # as worker_user_ids()
 
 
 def _tls_directives(tls: TlsFiles | None) -> str:
@@ -182,6 +229,7 @@ def render_nginx_conf(
     limit_req_burst: int = DEFAULT_LIMIT_REQ_BURST,
     limit_conn: int = DEFAULT_LIMIT_CONN,
     tls: TlsFiles | None = None,
+    edge: EdgeFiles | None = None,
 ) -> str:
     """deploy/nginx.conf with its placeholders filled in.
 
@@ -190,6 +238,7 @@ def render_nginx_conf(
     the shell that renders); nginx's proxy timeouts are set longer than it.
     listen is one `listen` value or several (IPv4 and IPv6); server_name the
     host names served, every other being refused by a default server.
+    edge: the edge's files, or None for no edge (every API request reaches the app).
     """
     if not upstreams:
         raise ValueError("nginx needs at least one upstream server")
@@ -219,7 +268,20 @@ def render_nginx_conf(
         "gunicorn_timeout": str(gunicorn_timeout_seconds),
         "proxy_timeout": str(proxy_timeout_seconds),
     }
+    if edge is not None:
+        values |= {
+            "module_dir": str(MODULE_DIR),
+            "edge_lua_dir": str(EDGE_DIR),
+            "edge_policy": str(edge.policy),
+            "edge_log": str(edge.log),
+            "edge_cache_dir": str(edge.cache_dir),
+            "edge_cache_max_size": edge.cache_max_size,
+            "edge_cache_keys_zone": edge.cache_keys_zone,
+        }
     text = NGINX_TEMPLATE.read_text()
+    # First: the edge's sections hold placeholders of their own.
+    for placeholder, block in _edge_blocks(edge).items():
+        text = _PLACEHOLDER_LINE(placeholder).sub(block.replace("\\", "\\\\"), text)
     blocks = {
         "server_listen": _listen_lines(listens, default_server=False),
         "default_server_listen": _listen_lines(listens, default_server=True),
@@ -260,6 +322,25 @@ def check_nginx_conf(conf: Path, *, prefix: Path) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(f"nginx -t rejected {conf}:\n{result.stderr}")
+
+
+def worker_user_ids() -> tuple[int, int] | None:
+    """The uid and gid nginx's workers run as when started by root (nobody), else None."""
+    if os.geteuid() != 0:
+        return None
+    nobody = pwd.getpwnam("nobody")
+    return nobody.pw_uid, nobody.pw_gid
+
+
+def prepare_edge_files(edge: EdgeFiles) -> None:
+    """Create the edge log so that nginx's workers can append to it (the limiter writes
+    its aggregate lines from a worker), and the cache directory."""
+    edge.log.touch(exist_ok=True)
+    edge.cache_dir.mkdir(parents=True, exist_ok=True)
+    ids = worker_user_ids()
+    if ids is not None:
+        os.chown(edge.log, *ids)
+        os.chown(edge.cache_dir, *ids)
 
 
 def prepare_nginx(layout: NginxLayout, *, conf_text: str) -> None:

@@ -22,9 +22,11 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from deploy.nginx import (
+    EdgeFiles,
     NginxLayout,
     loopback_listen,
     make_world_readable_dir,
+    prepare_edge_files,
     prepare_nginx,
     render_nginx_conf,
 )
@@ -73,10 +75,29 @@ def _without_password(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def stack_edge(prefix: Path, *, env: dict[str, str]) -> EdgeFiles:
+    """The edge's files under the prefix, its policy written by the app under `env`."""
+    edge = EdgeFiles(
+        policy=prefix / "edge-policy.lua", log=prefix / "edge.log", cache_dir=prefix / "cache"
+    )
+    manage("edge_policy", "--output", str(edge.policy), env=env)
+    prepare_edge_files(edge)
+    return edge
+
+
 def run_stack(
-    *, port: int, app_port: int, limit_req_rate: str, limit_req_burst: int, limit_conn: int
+    *,
+    port: int,
+    app_port: int,
+    limit_req_rate: str,
+    limit_req_burst: int,
+    limit_conn: int,
+    edge: bool = True,
 ) -> int:
-    """Serve the stack on 127.0.0.1:port until SIGINT or SIGTERM; return the exit status."""
+    """Serve the stack on 127.0.0.1:port until SIGINT or SIGTERM; return the exit status.
+
+    With `edge` (the default), nginx counts the budgets and caches answers, and
+    the edge log is shipped into the request log by a ship_edge_log process."""
     prefix = make_world_readable_dir(Path(tempfile.mkdtemp(prefix="fibonacci-stack-")))
     env = stack_environment(prefix=prefix, app_bind=f"127.0.0.1:{app_port}")
     static_root = make_world_readable_dir(Path(env["DJANGO_STATIC_ROOT"]))
@@ -99,6 +120,7 @@ def run_stack(
         )
         manage("collectstatic", "--no-input", "--verbosity", "0", env=env)
         manage("migrate", "--no-input", "--verbosity", "0", env=env)
+        edge_files = stack_edge(prefix, env=env) if edge else None
         conf_text = render_nginx_conf(
             prefix=prefix,
             # IPv6 loopback too, where the host has it: the limiter groups IPv6 by /64.
@@ -110,6 +132,7 @@ def run_stack(
             limit_req_rate=limit_req_rate,
             limit_req_burst=limit_req_burst,
             limit_conn=limit_conn,
+            edge=edge_files,
         )
         prepare_nginx(layout, conf_text=conf_text)
         gunicorn = start_gunicorn(env=env)

@@ -15,12 +15,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from fibproject.env import (
     env_bool,
+    env_choice,
     env_int,
     env_list,
+    env_networks,
     env_rate,
     env_str,
     env_trusted_proxies,
 )
+from fibproject.logging_config import LOG_FORMATS, default_log_format, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -192,28 +195,25 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
-# --- Logging ----------------------------------------------------------------
+# --- Logging and metrics ----------------------------------------------------
+# docs/operations.md: where the logs and metrics are, and what the alerts mean.
 
-# Expected client errors cost no log line each: they are in the request log and
-# the access logs already, and a flood of 429s must not become a flood of lines.
-# django.request logs 4xx answers at WARNING and 5xx at ERROR: only the latter
-# are kept. A disallowed Host (which nginx refuses before it gets here) and
-# other django.security records are one line, without a traceback.
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"client_fault": {"()": "fibproject.log_filters.ClientFaultWithoutTraceback"}},
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["client_fault"],
-        }
-    },
-    "loggers": {"django.request": {"level": "ERROR"}},
-    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-}
+# One JSON object per line (`json`, with debug off) or plain text for a terminal
+# (`text`, under `make run`); every line written while a request is served has
+# its request id. One line per client fault, none per 4xx or 503
+# (fibproject/logging_config.py, fibproject/log_filters.py).
+FIB_LOG_FORMAT = env_choice(
+    "FIB_LOG_FORMAT", choices=LOG_FORMATS, default=default_log_format(debug=DEBUG)
+)
+LOGGING = logging_config(log_format=FIB_LOG_FORMAT, level=env_str("DJANGO_LOG_LEVEL", "INFO"))
+
+# Prometheus metrics at /metrics (fibproject/metrics.py), for clients on this
+# host and in FIB_METRICS_ALLOWED (addresses or CIDRs) only; 404 for anyone else.
+FIB_METRICS = env_bool("FIB_METRICS", default=True)
+FIB_METRICS_ALLOWED = env_networks("FIB_METRICS_ALLOWED")
+if FIB_METRICS:
+    # Outermost, so that the latency it records covers every other middleware.
+    MIDDLEWARE.insert(0, "fibproject.metrics.RequestMetricsMiddleware")
 
 # --- REST framework and OpenAPI ---------------------------------------------
 # The public API has no authentication, sessions or throttling of DRF's own:
@@ -295,6 +295,18 @@ FIB_LARGE_INDEX = env_int("FIB_LARGE_INDEX", default=FIB_MAX_N)
 # Counters unreachable: answer anyway (false) or refuse with 503 (true).
 FIB_RATE_LIMIT_FAIL_CLOSED = env_bool("FIB_RATE_LIMIT_FAIL_CLOSED", default=False)
 RATELIMIT_USE_CACHE = "ratelimit"
+# django-ratelimit names a counter by a hash of its group, rate, client and
+# window. MD5 (a name, not a secret) because the edge computes the same names
+# in nginx, whose Lua has MD5 built in (fibonacci/edge.py, deploy/edge/).
+RATELIMIT_HASH_ALGORITHM = "hashlib.md5"
+
+# --- The edge ---------------------------------------------------------------
+# nginx's limiter and cache in front of the app (deploy/edge/, docs/edge.md):
+# it counts the budgets above itself and writes the request log's records.
+# Requests of one client past this many a minute are logged as one aggregate
+# row per client and minute rather than a row each (so are the outer shield's
+# refusals): a flood must not become a database flood.
+FIB_EDGE_LOG_EACH_PER_MINUTE = env_int("FIB_EDGE_LOG_EACH_PER_MINUTE", default=600, minimum=1)
 
 # --- Request log ------------------------------------------------------------
 # Every API request becomes a RequestLog row, written in batches by a

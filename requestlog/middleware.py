@@ -12,7 +12,9 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from fibonacci.api.scope import is_api_request
+from fibonacci.edge import forwarded_by_edge
 from fibonacci.ratelimit.identity import client_ip, is_from_trusted_proxy
+from fibproject.logging_config import REQUEST_ID
 
 from .buffer import current_buffer
 from .models import REQUEST_ID_MAX_CHARS
@@ -60,9 +62,17 @@ class RequestLogMiddleware:
         arrived = time.time()
         started = time.perf_counter()
         rid = request_id(request)
-        response = self.get_response(request)
+        # Every log line written while it is served names it (fibproject/logging_config.py).
+        token = REQUEST_ID.set(rid)
+        try:
+            response = self.get_response(request)
+        finally:
+            REQUEST_ID.reset(token)
         duration_ms = (time.perf_counter() - started) * 1000.0
         response["X-Request-ID"] = rid
+        if forwarded_by_edge(request):
+            # The edge writes this request's record (its log, shipped by ship_edge_log).
+            return response
         match = request.resolver_match
         self._append(
             (

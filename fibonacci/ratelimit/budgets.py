@@ -31,7 +31,9 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from fibonacci import addresses, params
+from fibonacci.edge import forwarded_by_edge
 from fibonacci.sequence import sequence_table
+from fibproject import metrics
 
 from .identity import client_ip
 from .rates import parse_rate
@@ -84,6 +86,7 @@ class _Outage:
     @classmethod
     def record(cls, exc: Exception) -> None:
         cls.until = time.monotonic() + OUTAGE_RETRY_SECONDS
+        metrics.LIMITER_OUTAGES.labels(mode=_mode()).inc()
         logger.error(
             "rate-limit counters unavailable (%s: %s); %s for %.0f s",
             type(exc).__name__,
@@ -91,6 +94,11 @@ class _Outage:
             "refusing requests" if settings.FIB_RATE_LIMIT_FAIL_CLOSED else "not limiting",
             OUTAGE_RETRY_SECONDS,
         )
+
+
+def _mode() -> str:
+    """What the limiter does while the counters are down: `open` or `closed` (a metric label)."""
+    return "closed" if settings.FIB_RATE_LIMIT_FAIL_CLOSED else "open"
 
 
 def limiter_state(*, counters_reachable: bool = True) -> str:
@@ -112,7 +120,8 @@ def is_large(request: Request, view: APIView) -> bool:
     """Whether the answer will be large: a window bigger than the first FIB_LARGE_N terms'.
 
     Judged by the bytes of the prepared window, since size grows with the
-    offset as well as with n. Invalid input is not large: validation rejects it.
+    offset as well as with n (large_counts). Invalid input is not large:
+    validation rejects it.
     """
     index = view.kwargs.get("index")
     if index is not None:
@@ -120,11 +129,9 @@ def is_large(request: Request, view: APIView) -> bool:
         return value is not None and value > settings.FIB_LARGE_INDEX
     maximum = settings.FIB_MAX_N
     window = params.window(request.query_params.getlist, maximum=maximum)
-    if not window or not window.count:
+    if not window:
         return False
-    numbers = sequence_table(maximum).numbers
-    threshold = _large_window_bytes(maximum, settings.FIB_LARGE_N)
-    return numbers.window_bytes(offset=window.offset, count=window.count) > threshold
+    return window.count > large_counts(maximum, settings.FIB_LARGE_N)[window.offset]
 
 
 def _is_large_or_malformed(request: Request, view: APIView) -> bool:
@@ -136,10 +143,23 @@ def _is_large_or_malformed(request: Request, view: APIView) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _large_window_bytes(table_size: int, large_n: int) -> int:
-    """The size a window must pass to be large: that of the first FIB_LARGE_N terms."""
+def large_counts(table_size: int, large_n: int) -> tuple[int, ...]:
+    """For each offset 0 .. table_size, the largest `n` whose window there is not large.
+
+    A window is large when its bytes pass those of the first `large_n` terms.
+    Sizes grow with n and with the offset, so one pass finds every bound. The
+    edge's limiter looks its answers up in this same table (fibonacci.edge).
+    """
     numbers = sequence_table(table_size).numbers
-    return numbers.window_bytes(offset=0, count=min(large_n, table_size))
+    threshold = numbers.window_bytes(offset=0, count=min(large_n, table_size))
+    counts = []
+    count = table_size
+    for offset in range(table_size + 1):
+        count = min(count, table_size - offset)
+        while count and numbers.window_bytes(offset=offset, count=count) > threshold:
+            count -= 1
+        counts.append(count)
+    return tuple(counts)
 
 
 def budget_usage(
@@ -174,8 +194,28 @@ def budget_usage(
     )
 
 
-def _spend(request: Request, *, name: str, rate: str, key: str) -> Usage:
-    return budget_usage(request, name=name, group=f"fibonacci.{name}", rate=rate, key=key)
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One of the API's per-client budgets: its name (in RateLimit fields) and rate."""
+
+    name: str
+    rate: str
+
+    @property
+    def group(self) -> str:
+        """django-ratelimit's group, part of every counter's name."""
+        return f"fibonacci.{self.name}"
+
+
+def api_budgets() -> tuple[Budget, Budget]:
+    """The API's budgets: every request spends `default`, a large one `large` as well."""
+    return Budget("default", settings.FIB_RATE_LIMIT), Budget(
+        "large", settings.FIB_RATE_LIMIT_LARGE
+    )
+
+
+def _spend(request: Request, budget: Budget, *, key: str) -> Usage:
+    return budget_usage(request, name=budget.name, group=budget.group, rate=budget.rate, key=key)
 
 
 def spend_budgets(request: Request, view: APIView) -> list[Usage]:
@@ -184,19 +224,19 @@ def spend_budgets(request: Request, view: APIView) -> list[Usage]:
     Returns what was spent (nothing when limiting is off or the counters are
     down and failing open); raises RateLimiterUnavailable when failing closed.
     """
-    if not settings.FIB_RATE_LIMIT_ENABLED:
+    if not settings.FIB_RATE_LIMIT_ENABLED or forwarded_by_edge(request):
+        # Off, or counted by our edge already (fibonacci.edge).
         return []
     if not _Outage.active():
         key = addresses.budget_key(client_ip(request))
         # Judged before the counters are touched: only a failure of the cache
         # below is an outage, never the request's own malformed query.
         large = _is_large_or_malformed(request, view)
+        default, large_budget = api_budgets()
         try:
-            usages = [_spend(request, name="default", rate=settings.FIB_RATE_LIMIT, key=key)]
+            usages = [_spend(request, default, key=key)]
             if large:
-                usages.append(
-                    _spend(request, name="large", rate=settings.FIB_RATE_LIMIT_LARGE, key=key)
-                )
+                usages.append(_spend(request, large_budget, key=key))
         except Exception as exc:  # noqa: BLE001 - any cache failure is an outage
             _Outage.record(exc)
         else:
@@ -205,7 +245,9 @@ def spend_budgets(request: Request, view: APIView) -> list[Usage]:
                 raise Throttled(wait=max(exceeded), usages=usages)
             return usages
     if settings.FIB_RATE_LIMIT_FAIL_CLOSED:
+        metrics.LIMITER_UNCHECKED.labels(decision="refused").inc()
         raise RateLimiterUnavailable()
+    metrics.LIMITER_UNCHECKED.labels(decision="allowed").inc()
     return []
 
 

@@ -5,6 +5,7 @@ exists already, `cache.incr(key)`: two round trips (the second a Lua EVAL in
 django-redis) for every request but a window's first. This backend answers
 `add` without I/O, remembering the ttl, and makes `incr` one atomic script
 (redis-py's `Script`): INCR, and EXPIRE when the INCR created the key. The
+script is count.lua beside this module, which the edge (deploy/edge) runs too. The
 count is the same; the cost is one round trip on django-redis's own client,
 whose pool reconnects after a Redis restart and after a fork.
 
@@ -14,17 +15,16 @@ Meant for the `ratelimit` cache alias only: its `add` is not a general add.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django_redis.cache import RedisCache
 from redis.commands.core import Script
 
-_INCR_WITH_EXPIRY = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
+# INCR each key, EXPIRE it when new; shared with the edge's limiter.
+COUNT_SCRIPT = Path(__file__).with_name("count.lua")
+_INCR_WITH_EXPIRY = COUNT_SCRIPT.read_text()
 _FALLBACK_TTL_SECONDS = 3600
 
 
@@ -55,7 +55,8 @@ class RateLimitCounterCache(RedisCache):
         redis_key = self.client.make_key(key, version=version)
         # Script sends EVALSHA and, when Redis lacks the script (restarted or
         # flushed), loads it and sends it again.
-        return int(self._counting_script()(keys=[redis_key], args=[ttl_seconds]))
+        (count,) = self._counting_script()(keys=[redis_key], args=[ttl_seconds])
+        return int(count)
 
     def _counting_script(self) -> Script:
         if self._script is None:

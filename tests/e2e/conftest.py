@@ -316,6 +316,7 @@ class AppInstance:
     port: int
     process: subprocess.Popen[bytes]
     access_log: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -343,6 +344,7 @@ class NginxInstance:
     port: int
     layout: NginxLayout
     process: subprocess.Popen[bytes]
+    edge: nginx.EdgeFiles | None = None
 
     def get(self, path: str, **kwargs: Any) -> Reply:
         """A request through this nginx."""
@@ -391,7 +393,7 @@ class StackFactory:
             process = processes.start_gunicorn(
                 env=process_env, log_path=self.workdir / f"gunicorn-{port}.out"
             )
-            instance = AppInstance(port, process, access_log)
+            instance = AppInstance(port, process, access_log, process_env)
             self.apps.append(instance)
             started.append(instance)
         for instance in started:
@@ -400,25 +402,38 @@ class StackFactory:
             )
         return started
 
-    def start_nginx(self, apps: list[AppInstance], **render: Any) -> NginxInstance:
+    def start_nginx(
+        self, apps: list[AppInstance], *, edge: bool = False, **render: Any
+    ) -> NginxInstance:
         """nginx rendered from deploy/nginx.conf in a prefix of its own, in front of apps.
 
         Its proxy timeouts are rendered for gunicorn's timeout under the apps'
-        environment, as `make stack` does.
+        environment, as `make stack` does; with `edge`, the edge's policy is
+        written by the app under the first app's environment, as `make stack` does.
         """
         port = free_port()
         layout = NginxLayout(make_world_readable_dir(self.workdir / f"nginx-{port}"))
+        edge_files = None
+        if edge:
+            edge_files = nginx.EdgeFiles(
+                policy=layout.prefix / "edge-policy.lua",
+                log=layout.prefix / "edge.log",
+                cache_dir=layout.prefix / "cache",
+            )
+            processes.manage("edge_policy", "--output", str(edge_files.policy), env=apps[0].env)
+            nginx.prepare_edge_files(edge_files)
         conf_text = nginx.render_nginx_conf(
             prefix=layout.prefix,
             listen=nginx.loopback_listen(port),
             upstreams=[app.address for app in apps],
             static_root=self.static_root,
             gunicorn_timeout_seconds=processes.gunicorn_setting("timeout", self.base_env),
+            edge=edge_files,
             **render,
         )
         nginx.prepare_nginx(layout, conf_text=conf_text)
         process = processes.start_nginx(layout)
-        instance = NginxInstance(port, layout, process)
+        instance = NginxInstance(port, layout, process, edge_files)
         self.nginxes.append(instance)
         processes.wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=process)
         return instance

@@ -37,10 +37,13 @@ def app(module_stack_factory):
     return instance
 
 
-@pytest.fixture(scope="module")
-def nginx(module_stack_factory, app):
-    """nginx rendered from deploy/nginx.conf with its shipped limits, in front of app."""
-    return module_stack_factory.start_nginx([app])
+@pytest.fixture(scope="module", params=[False, True], ids=["no-edge", "edge"])
+def nginx(request, module_stack_factory, app):
+    """nginx rendered from deploy/nginx.conf with its shipped limits, in front of app.
+
+    Twice: without the edge (the app counts and logs) and with it (nginx counts,
+    caches and logs): the same contract holds through both."""
+    return module_stack_factory.start_nginx([app], edge=request.param)
 
 
 # --- The contract -------------------------------------------------------------

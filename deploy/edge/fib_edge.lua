@@ -1,0 +1,346 @@
+-- The edge's limiter: the app's per-client budgets, counted in nginx for every
+-- API request, cache hits included (docs/edge.md).
+--
+-- Nothing here decides a rule of its own. The budgets, the "large" rule, the
+-- URLs that spend, the counter names and the refusals' bodies come from the
+-- policy file that `manage.py edge_policy` writes from the app's settings
+-- (fibonacci/edge_policy.py); the count itself is fibonacci/ratelimit/count.lua,
+-- the script the app runs too. What this file adds is the reading of a request
+-- in nginx's terms: its client's budget key, its query, and the RateLimit
+-- fields of the answer.
+--
+--   init(policy_file, log_file)  in init_by_lua: load the policy
+--   init_worker()                in init_worker_by_lua: the aggregate writer
+--   access()                     in access_by_lua, API locations: count, refuse
+--   log()                        in log_by_lua: count what is logged in aggregate
+
+local redis = require("nginx.redis")
+
+local byte, concat, find, format, match = string.byte, table.concat, string.find, string.format, string.match
+local max, tonumber, type, unpack = math.max, tonumber, type, unpack
+
+local _M = {}
+
+local policy
+local log_file
+
+local budgets_dict = ngx.shared.fib_budgets -- counters when there is no Redis
+local state = ngx.shared.fib_edge_state -- the outage memory, the writer's lock
+local logged = ngx.shared.fib_edge_logged -- requests logged one line each, per client and minute
+local aggregates = ngx.shared.fib_edge_aggregates -- the others, counted per client and minute
+
+local AGGREGATE_FLUSH_SECONDS = 5
+
+local function hex(bytes)
+    return (bytes:gsub(".", function(c)
+        return format("%02x", byte(c))
+    end))
+end
+
+function _M.init(policy_path, log_path)
+    policy = dofile(policy_path)
+    log_file = log_path
+    if policy.counters.store == "redis" then
+        policy.counters.sha = hex(ngx.sha1_bin(policy.counters.script))
+    end
+end
+
+-- The budget an address spends (fibonacci/addresses.py budget_key): IPv4 as
+-- nginx writes it, IPv6 as its /64 network, compressed as Python writes it
+-- (the last four groups are zero, so the longest run of zeros ends there).
+local function budget_key()
+    local binary = ngx.var.binary_remote_addr
+    if #binary ~= 16 then
+        return ngx.var.remote_addr
+    end
+    local groups = {}
+    for i = 1, 4 do
+        local high, low = byte(binary, 2 * i - 1, 2 * i)
+        groups[i] = format("%x", high * 256 + low)
+    end
+    local last = 4
+    while last > 0 and groups[last] == "0" do
+        last = last - 1
+    end
+    return concat(groups, ":", 1, last) .. "::/64"
+end
+
+-- fibonacci/params.py parse_decimal: plain ASCII digits for 0 .. maximum.
+local function decimal(raw, maximum)
+    if type(raw) ~= "string" or not find(raw, "^[0-9]+$") then
+        return nil -- absent, repeated (a table), given without "=" (true), or not digits
+    end
+    local significant = match(raw, "^0*(.-)$")
+    if significant == "" then
+        significant = "0"
+    end
+    if #significant > #tostring(maximum) then
+        return nil
+    end
+    local value = tonumber(significant)
+    if value > maximum then
+        return nil
+    end
+    return value
+end
+
+-- Whether the request spends the budgets (a URL of the sequence or a term)
+-- and whether it is large (fibonacci/ratelimit/budgets.py is_large).
+local function classify()
+    local uri = ngx.var.uri
+    if ngx.re.find(uri, policy.sequence_path, "jo") then
+        local args = ngx.var.args or ""
+        local _, separators = args:gsub("&", "")
+        if policy.max_fields > 0 and separators + 1 > policy.max_fields then
+            return true, false -- too many fields: the app answers 400, not large
+        end
+        local query = ngx.req.get_uri_args(0)
+        local count = decimal(query.n, policy.max_n)
+        local offset = 0
+        if query.offset ~= nil then
+            offset = decimal(query.offset, policy.max_n)
+        end
+        if not count or not offset or offset + count > policy.max_n then
+            return true, false
+        end
+        return true, count > policy.large_counts[offset + 1]
+    end
+    local term = ngx.re.match(uri, policy.term_path, "jo")
+    if term then
+        local index = decimal(term[1], policy.max_index)
+        return true, index ~= nil and index > policy.large_index
+    end
+    return false, false
+end
+
+-- django-ratelimit's window end for `value` (django_ratelimit/core.py _get_window).
+local function window_end(value, period, now)
+    if period == 1 then
+        return now
+    end
+    local w = now - now % period + ngx.crc32_long(value) % period
+    if w < now then
+        return w + period
+    end
+    return w
+end
+
+-- django-ratelimit's counter name (_make_cache_key, with MD5 and every method).
+local function counter_name(budget, value, window)
+    local rate = format("%d/%ds", budget.quota, budget.window)
+    return policy.cache_prefix .. ngx.md5(budget.group .. rate .. value .. format("%d", window))
+end
+
+local function count_in_memory(names, ttls)
+    local counts = {}
+    for i = 1, #names do
+        local count, err = budgets_dict:incr(names[i], 1, 0, ttls[i])
+        if not count then
+            return nil, err
+        end
+        counts[i] = count
+    end
+    return counts
+end
+
+local function count_in_redis(names, ttls)
+    local counters = policy.counters
+    local client = redis:new()
+    client:set_timeout(counters.timeout_ms)
+    local ok, err
+    if counters.socket then
+        ok, err = client:connect(counters.socket)
+    else
+        ok, err = client:connect(counters.host, counters.port)
+    end
+    if not ok then
+        return nil, err
+    end
+    if client:get_reused_times() == 0 then
+        if counters.password then
+            ok, err = client:auth(counters.password)
+        end
+        if ok and counters.db ~= 0 then
+            ok, err = client:select(counters.db)
+        end
+        if not ok then
+            client:close()
+            return nil, err
+        end
+    end
+    local args = { counters.sha, #names }
+    for i = 1, #names do
+        args[#args + 1] = counters.key_prefix .. names[i]
+    end
+    for i = 1, #ttls do
+        args[#args + 1] = ttls[i]
+    end
+    local counts
+    counts, err = client:evalsha(unpack(args))
+    if not counts and err and find(err, "NOSCRIPT", 1, true) then
+        args[1] = counters.script
+        counts, err = client:eval(unpack(args))
+    end
+    if not counts then
+        client:close()
+        return nil, err
+    end
+    client:set_keepalive(60000, 64)
+    return counts
+end
+
+local function refuse(status, body, headers, retry_after)
+    ngx.status = status
+    for name, value in pairs(headers) do
+        ngx.header[name] = value
+    end
+    ngx.header["Retry-After"] = retry_after
+    ngx.header["Content-Length"] = #body
+    ngx.print(body)
+    return ngx.exit(ngx.HTTP_OK) -- the answer is sent; end the request here
+end
+
+-- The counters are unreachable: remembered for outage_seconds by every worker
+-- (no connection timeout per request) and logged once per interval.
+local function outage(err)
+    if err and state:add("outage", true, policy.outage_seconds) then
+        ngx.log(ngx.ERR, "rate-limit counters unavailable (", err, "); ",
+            policy.fail_closed and "refusing requests" or "not limiting",
+            " for ", policy.outage_seconds, " s")
+    end
+    if policy.fail_closed then
+        local unavailable = policy.unavailable
+        return refuse(503, unavailable.body, unavailable.headers, unavailable.retry_after)
+    end
+end
+
+function _M.access()
+    ngx.var.fib_representation = policy.representation_version
+    local now = ngx.time()
+    local client = budget_key()
+    local minute = now - now % 60
+    local each = logged:incr(minute .. "|" .. client, 1, 0, 120)
+    if each and each > policy.log_each_per_minute then
+        ngx.var.fib_aggregate = "over_rate"
+    end
+    if not policy.enabled then
+        return
+    end
+    local spends, large = classify()
+    if not spends then
+        return
+    end
+    local names, ttls, windows, spent = {}, {}, {}, {}
+    for i, budget in ipairs(policy.budgets) do
+        if i == 1 or large then
+            local window = window_end(client, budget.window, now)
+            spent[#spent + 1] = budget
+            windows[#spent] = window
+            names[#spent] = counter_name(budget, client, window)
+            ttls[#spent] = budget.ttl
+        end
+    end
+    if state:get("outage") then
+        return outage(nil)
+    end
+    local counts, err
+    if policy.counters.store == "redis" then
+        counts, err = count_in_redis(names, ttls)
+    else
+        counts, err = count_in_memory(names, ttls)
+    end
+    if not counts then
+        return outage(err or "no answer")
+    end
+    -- fibonacci/ratelimit/headers.py's fields, with budgets.budget_usage's numbers.
+    local policies, states, wait, refused_by = {}, {}, nil, nil
+    for i, budget in ipairs(spent) do
+        local count = tonumber(counts[i])
+        local reset = max(1, windows[i] - now + 1)
+        policies[i] = format('"%s";q=%d;w=%d', budget.name, budget.quota, budget.window)
+        states[i] = format('"%s";r=%d;t=%d', budget.name, max(0, budget.quota - count), reset)
+        if count > budget.quota then
+            wait = max(wait or 0, reset)
+            refused_by = refused_by or budget.name
+        end
+    end
+    ngx.var.fib_ratelimit_policy = concat(policies, ", ")
+    ngx.var.fib_ratelimit = concat(states, ", ")
+    if wait then
+        ngx.var.fib_limit = refused_by
+        local throttled = policy.throttled
+        return refuse(429, format(throttled.body, wait), throttled.headers, wait)
+    end
+end
+
+-- Requests the edge log does not hold one line each: the shield's refusals and
+-- a client's requests past log_each_per_minute. Counted here; written by flush.
+function _M.log()
+    local why
+    if ngx.var.limit_req_status == "REJECTED" or ngx.var.limit_conn_status == "REJECTED" then
+        why = "shield"
+    elseif ngx.var.fib_aggregate == "over_rate" then
+        why = "over_rate"
+    else
+        return
+    end
+    local now = ngx.time()
+    local key = concat({ now - now % 60, budget_key(), why, ngx.status }, "|")
+    local _, err = aggregates:incr(key, 1, 0, 3600)
+    if err then
+        ngx.log(ngx.WARN, "edge: aggregate not counted: ", err)
+    end
+end
+
+local sequence = 0
+
+-- One line per client, minute, reason and status into the edge log, once the
+-- minute is over (or now, when this worker is exiting): one write() for all.
+local function flush(premature)
+    if not state:add("flush_lock", true, 30) then
+        return -- another worker is writing
+    end
+    local now = ngx.time()
+    local current = now - now % 60
+    local lines, written = {}, {}
+    for _, key in ipairs(aggregates:get_keys(0)) do
+        local minute, client, why, status = match(key, "^(%d+)|([^|]*)|([%a_]+)|(%d+)$")
+        minute = tonumber(minute)
+        if minute and (premature or minute < current) then
+            local count = aggregates:get(key)
+            if count and count > 0 then
+                sequence = sequence + 1
+                lines[#lines + 1] = format(
+                    '{"k":"a","id":"a-%d-%d-%d","minute":%d,"c":"%s","why":"%s","s":%s,"n":%d}\n',
+                    ngx.worker.pid(), ngx.now() * 1000, sequence, minute, client, why, status, count)
+                written[#written + 1] = { key, count }
+            end
+        end
+    end
+    if #lines > 0 then
+        local file, err = io.open(log_file, "a")
+        if file then
+            local text = concat(lines)
+            file:setvbuf("full", #text + 1)
+            file:write(text)
+            file:close()
+            for _, entry in ipairs(written) do
+                if aggregates:incr(entry[1], -entry[2]) == 0 then
+                    aggregates:delete(entry[1])
+                end
+            end
+        else
+            ngx.log(ngx.ERR, "edge: cannot write aggregates to ", log_file, ": ", err)
+        end
+    end
+    state:delete("flush_lock")
+end
+
+function _M.init_worker()
+    local ok, err = ngx.timer.every(AGGREGATE_FLUSH_SECONDS, flush)
+    if not ok then
+        ngx.log(ngx.ERR, "edge: no aggregate writer: ", err)
+    end
+end
+
+return _M
