@@ -19,18 +19,9 @@ from django.middleware.gzip import GZipMiddleware, re_accepts_gzip
 from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 
-from fibonacci.ratelimit.identity import is_from_trusted_proxy
+from fibonacci.edge import forwarded_by_edge
 
 from .scope import is_api_request
-
-# The header by which our edge tells the app it has counted (and will cache) a request.
-EDGE_HEADER = "HTTP_X_FIB_EDGE"
-EDGE_COUNTED = "counted"
-
-
-def forwarded_by_edge(request: HttpRequest) -> bool:
-    """Whether our edge forwarded `request`: its `X-Fib-Edge: counted`, from a trusted proxy."""
-    return request.META.get(EDGE_HEADER) == EDGE_COUNTED and is_from_trusted_proxy(request)
 
 
 def accepts_gzip(request: HttpRequest) -> bool:
