@@ -32,7 +32,8 @@ from django.urls import reverse
 from django_ratelimit.core import EXPIRATION_FUDGE
 from rest_framework import exceptions
 
-from fibonacci.api.errors import api_exception_handler
+from fibonacci.api.errors import api_exception_handler, problem_response
+from fibonacci.api.responses import PRECONDITION_FAILED_DETAIL
 from fibonacci.api.responses import REPRESENTATION_VERSION
 from fibonacci.ratelimit.budgets import (
     LOCAL_CACHE_BACKENDS,
@@ -54,6 +55,13 @@ def _body(exc: exceptions.APIException) -> tuple[str, dict[str, str]]:
     assert response is not None  # an APIException always becomes a problem
     headers = {name: response[name] for name in ("Content-Type", "Cache-Control")}
     return response.content.decode(), headers
+
+
+def _precondition_failed() -> dict[str, Any]:
+    """The 412 the app answers, which nginx answers itself for a cached answer."""
+    response = problem_response(status=412, detail=PRECONDITION_FAILED_DETAIL)
+    headers = {name: response[name] for name in ("Content-Type", "Cache-Control")}
+    return {"body": response.content.decode(), "headers": headers}
 
 
 def _counters() -> dict[str, Any]:
@@ -147,6 +155,7 @@ def edge_policy() -> dict[str, Any]:
             "body": throttled.replace("%", "%%").replace(str(_WAIT_PLACEHOLDER), "%d"),
             "headers": throttled_headers,
         },
+        "precondition_failed": _precondition_failed(),
         "unavailable": {
             "body": unavailable,
             "headers": unavailable_headers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -66,6 +67,16 @@ def require_program(name: str) -> str:
     if found:
         return found
     message = f"{name} is not installed"
+    if IN_CI:
+        pytest.fail(f"{message}; CI requires it (.ci/run installs it)")
+    pytest.skip(message)
+
+
+def require_file(path: Path, what: str) -> Path:
+    """An installed file; skip (or, in CI, fail) when it is missing."""
+    if path.exists():
+        return path
+    message = f"{what} is not installed ({path})"
     if IN_CI:
         pytest.fail(f"{message}; CI requires it (.ci/run installs it)")
     pytest.skip(message)

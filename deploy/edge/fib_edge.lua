@@ -12,6 +12,7 @@
 --   init(policy_file, log_file)  in init_by_lua: load the policy
 --   init_worker()                in init_worker_by_lua: the aggregate writer
 --   access()                     in access_by_lua, API locations: count, refuse
+--   precondition_failed()        content of the 412 nginx answers from its cache
 --   log()                        in log_by_lua: count what is logged in aggregate
 
 local redis = require("nginx.redis")
@@ -271,6 +272,17 @@ function _M.access()
         local throttled = policy.throttled
         return refuse(429, format(throttled.body, wait), throttled.headers, wait)
     end
+end
+
+-- The app's 412, for a cached answer whose If-Match nginx finds false.
+function _M.precondition_failed()
+    local failed = policy.precondition_failed
+    ngx.status = 412
+    for name, value in pairs(failed.headers) do
+        ngx.header[name] = value
+    end
+    ngx.header["Content-Length"] = #failed.body
+    ngx.print(failed.body)
 end
 
 -- Requests the edge log does not hold one line each: the shield's refusals and

@@ -19,6 +19,8 @@ from .renderers import PreparedBytesRenderer
 # Bump when the bytes of any representation change, so old ETags stop matching.
 REPRESENTATION_VERSION = "1"
 
+PRECONDITION_FAILED_DETAIL = "A precondition (If-Match or If-Unmodified-Since) does not hold."
+
 # The request headers that can make an answer a 304 or a 412.
 _PRECONDITIONS = frozenset(
     {"HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE"}
@@ -45,9 +47,7 @@ def immutable_response(request: Request, payload: SequenceSlice | Term) -> HttpR
         else get_conditional_response(request, etag=etag)
     )
     if not_modified is not None and not_modified.status_code == 412:
-        return problem_response(
-            status=412, detail="A precondition (If-Match or If-Unmodified-Since) does not hold."
-        )
+        return problem_response(status=412, detail=PRECONDITION_FAILED_DETAIL)
     if not_modified is not None:
         for name, value in headers.items():
             not_modified[name] = value

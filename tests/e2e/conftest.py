@@ -34,7 +34,7 @@ import pytest
 
 from deploy import nginx, processes
 from deploy.nginx import NginxLayout, make_world_readable_dir
-from tests.conftest import TEST_DATABASE_URL, require_program, require_service
+from tests.conftest import TEST_DATABASE_URL, require_file, require_program, require_service
 from tests.processes import free_port, service_environment
 
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -110,15 +110,14 @@ def http_request(
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
     timeout_seconds: float = 15.0,
+    host: str = "127.0.0.1",
 ) -> Reply:
-    """One request to 127.0.0.1:port from the loopback address `source`."""
+    """One request to host:port (127.0.0.1, or [::1]) from the loopback address `source`."""
     connection = http.client.HTTPConnection(
-        "127.0.0.1", port, timeout=timeout_seconds, source_address=(source, 0)
+        host.strip("[]"), port, timeout=timeout_seconds, source_address=(source, 0)
     )
     try:
-        connection.request(
-            method, path, body=body, headers={"Host": "127.0.0.1", **(headers or {})}
-        )
+        connection.request(method, path, body=body, headers={"Host": host, **(headers or {})})
         response = connection.getresponse()
         return Reply(response.status, response.getheaders(), response.read())
     finally:
@@ -146,8 +145,10 @@ class LoadGenerator:
         threads: int = 4,
         max_requests: int = 20_000,
         max_seconds: float = 30.0,
+        keepalive: bool = True,
     ) -> None:
         self.port, self.path, self.source = port, path, source
+        self.headers = {"Host": "127.0.0.1"} | ({} if keepalive else {"Connection": "close"})
         self.max_requests, self.max_seconds = max_requests, max_seconds
         self.results: list[LoadResult] = []
         self._lock = threading.Lock()
@@ -188,7 +189,7 @@ class LoadGenerator:
                     "127.0.0.1", self.port, timeout=15, source_address=(self.source, 0)
                 )
             try:
-                connection.request("GET", self.path, headers={"Host": "127.0.0.1"})
+                connection.request("GET", self.path, headers=self.headers)
                 response = connection.getresponse()
                 response.read()
                 result = LoadResult(response.status, response.getheader("X-Request-ID"))
@@ -216,8 +217,11 @@ def _postgres_url(database: str) -> str:
 
 @pytest.fixture(scope="session")
 def e2e_programs() -> None:
-    """nginx must be installed: skipped locally without it, a failure in CI."""
+    """nginx and the edge's modules must be installed: skipped locally without, a failure in CI."""
     require_program("nginx")
+    for module in ("ndk_http_module.so", "ngx_http_lua_module.so"):
+        require_file(nginx.MODULE_DIR / module, "nginx's Lua module (docs/edge.md)")
+    require_file(Path("/usr/share/lua/5.1/nginx/redis.lua"), "the Lua Redis client")
 
 
 @pytest.fixture(scope="session")
