@@ -33,8 +33,7 @@ from django_ratelimit.core import EXPIRATION_FUDGE
 from rest_framework import exceptions
 
 from fibonacci.api.errors import api_exception_handler, problem_response
-from fibonacci.api.responses import PRECONDITION_FAILED_DETAIL
-from fibonacci.api.responses import REPRESENTATION_VERSION
+from fibonacci.api.responses import PRECONDITION_FAILED_DETAIL, REPRESENTATION_VERSION
 from fibonacci.ratelimit.budgets import (
     LOCAL_CACHE_BACKENDS,
     OUTAGE_RETRY_SECONDS,
