@@ -55,7 +55,7 @@ def app(module_stack_factory):
 
 
 @pytest.fixture(scope="module")
-def edge(module_stack_factory, app) -> NginxInstance:
+def edge(module_stack_factory, app):
     """nginx with the edge, its shipped limits, in front of app."""
     return module_stack_factory.start_nginx([app], edge=True)
 
@@ -125,7 +125,9 @@ def test_an_edge_429_is_the_apps_problem_with_retry_after(edge, client_address):
     assert refused.status == 429
     assert refused.header("Content-Type") == "application/problem+json"
     assert refused.header("Cache-Control") == "no-store"
-    reset = int(re.search(r";t=(\d+)", refused.header("RateLimit") or "").group(1))
+    reset_field = re.search(r";t=(\d+)", refused.header("RateLimit") or "")
+    assert reset_field is not None
+    reset = int(reset_field.group(1))
     assert refused.header("Retry-After") == str(reset)
     assert refused.json() == {
         "type": "about:blank",
@@ -313,7 +315,7 @@ def _app_says_large(settings, path: str, query: str) -> bool:
     request = Request(APIRequestFactory().get(f"{path}?{query}"))
     index = path.rstrip("/").split("/")[-1]
     kwargs = {} if index == "fibonacci" else {"index": index}
-    return budgets.is_large(request, SimpleNamespace(kwargs=kwargs))
+    return budgets.is_large(request, SimpleNamespace(kwargs=kwargs))  # type: ignore[arg-type]
 
 
 def test_the_edge_judges_large_requests_exactly_as_the_app(stack_factory, settings):
