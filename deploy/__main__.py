@@ -3,6 +3,7 @@
     python -m deploy stack [--port 8080] [--app-port 8001] [--limit-...]
     python -m deploy render --env-file /etc/fibonacci/env --upstream 127.0.0.1:8000 \\
         --static-root /srv/fibonacci/static --server-name api.example.com [--tls-...] [--limit-...]
+        [--no-edge | --edge-policy ... --edge-log ... --edge-cache-dir ...]
 
 Run from the checkout. Every option belongs to its subcommand and is given
 after it; `render` prints the nginx config for a production host, with
@@ -21,9 +22,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 from deploy.envfile import EnvFileError, read_env_file
 from deploy.nginx import (
+    DEFAULT_EDGE_CACHE_MAX_SIZE,
     DEFAULT_LIMIT_CONN,
     DEFAULT_LIMIT_REQ_BURST,
     DEFAULT_LIMIT_REQ_RATE,
+    EdgeFiles,
     TlsFiles,
     default_listen,
     render_nginx_conf,
@@ -121,6 +124,36 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--pid-file", default="/run/nginx.pid", help="as in nginx.service")
     render.add_argument("--log-dir", default="/var/log/nginx", help="error.log, access.log")
     render.add_argument("--user", default="www-data", help="the user nginx's workers run as")
+    edge = render.add_argument_group("the edge (docs/edge.md)")
+    edge.add_argument(
+        "--no-edge",
+        dest="edge",
+        action="store_false",
+        help="no limiter or cache in nginx: every API request reaches the app",
+    )
+    edge.add_argument(
+        "--edge-policy",
+        type=Path,
+        default=Path("/etc/nginx/fibonacci-edge-policy.lua"),
+        help="what `manage.py edge_policy --output` wrote (default %(default)s)",
+    )
+    edge.add_argument(
+        "--edge-log",
+        type=Path,
+        default=Path("/var/log/nginx/fibonacci-edge.log"),
+        help="the edge log that ship_edge_log ships (default %(default)s)",
+    )
+    edge.add_argument(
+        "--edge-cache-dir",
+        type=Path,
+        default=Path("/var/cache/nginx/fibonacci"),
+        help="cached answers (default %(default)s)",
+    )
+    edge.add_argument(
+        "--edge-cache-max-size",
+        default=DEFAULT_EDGE_CACHE_MAX_SIZE,
+        help="disk the cached answers may take, in nginx's units (default %(default)s)",
+    )
     _add_limit_options(render)
     return parser
 
@@ -154,6 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         gunicorn_timeout = args.gunicorn_timeout
     tls = TlsFiles(Path(args.tls_certificate), Path(args.tls_key)) if args.tls_key else None
+    edge = (
+        EdgeFiles(
+            policy=args.edge_policy,
+            log=args.edge_log,
+            cache_dir=args.edge_cache_dir,
+            cache_max_size=args.edge_cache_max_size,
+        )
+        if args.edge
+        else None
+    )
     sys.stdout.write(
         render_nginx_conf(
             prefix=Path(args.prefix),
@@ -166,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_name=args.server_name,
             user=f"user {args.user};",
             tls=tls,
+            edge=edge,
             limit_req_rate=args.limit_req_rate,
             limit_req_burst=args.limit_req_burst,
             limit_conn=args.limit_conn,

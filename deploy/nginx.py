@@ -71,6 +71,11 @@ class NginxLayout:
         return self.prefix / "access.log"
 
 
+# The answer cache's bounds: disk, and shared memory for its keys.
+DEFAULT_EDGE_CACHE_MAX_SIZE = "1g"
+DEFAULT_EDGE_CACHE_KEYS_ZONE = "16m"
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeFiles:
     """The edge's files: the policy the app wrote, the edge log, the answer cache.
@@ -84,8 +89,8 @@ class EdgeFiles:
     policy: Path
     log: Path
     cache_dir: Path
-    cache_max_size: str = "1g"
-    cache_keys_zone: str = "16m"
+    cache_max_size: str = DEFAULT_EDGE_CACHE_MAX_SIZE
+    cache_keys_zone: str = DEFAULT_EDGE_CACHE_KEYS_ZONE
 
 
 def edge_sections() -> dict[str, str]:

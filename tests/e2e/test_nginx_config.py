@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from deploy import nginx
-from deploy.processes import PROJECT_DIR, gunicorn_setting
+from deploy.processes import PROJECT_DIR, gunicorn_setting, manage
 from tests.conftest import require_program
+from tests.processes import service_environment
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -67,9 +68,19 @@ def test_rendered_config_passes_nginx_t(e2e_programs, e2e_workdir):
     nginx.prepare_nginx(layout, conf_text=_render(layout.prefix))
 
 
+@pytest.mark.parametrize("edge", [True, False], ids=["edge", "no-edge"])
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
-def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls):
-    prefix = nginx.make_world_readable_dir(e2e_workdir / f"production-render-{tls}")
+def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls, edge):
+    prefix = nginx.make_world_readable_dir(e2e_workdir / f"production-render-{tls}-{edge}")
+    if edge:
+        # The production steps: the app writes the policy, render names the edge's files.
+        manage("edge_policy", "--output", str(prefix / "policy.lua"), env=service_environment())
+        edge_args = [
+            *["--edge-policy", str(prefix / "policy.lua"), "--edge-log", str(prefix / "edge.log")],
+            *["--edge-cache-dir", str(prefix / "cache")],
+        ]
+    else:
+        edge_args = ["--no-edge"]
     tls_args = []
     if tls:
         openssl = require_program("openssl")
@@ -91,10 +102,12 @@ def test_production_render_passes_nginx_t(e2e_programs, e2e_workdir, tls):
     result = _cli(
         *["render", "--gunicorn-timeout", "30", *RENDER_ARGS, "--upstream", "10.0.0.3:8000"],
         *["--prefix", str(prefix), "--log-dir", str(prefix)],
-        *["--pid-file", str(prefix / "nginx.pid"), *tls_args],
+        *["--pid-file", str(prefix / "nginx.pid"), *tls_args, *edge_args],
     )
     assert result.returncode == 0, result.stderr
     rendered = result.stdout
+    assert ("access_by_lua_block" in rendered) is edge
+    assert ("proxy_cache fib_answers;" in rendered) is edge
     assert "server 10.0.0.2:8000" in rendered and "server 10.0.0.3:8000" in rendered
     assert ("return 301 https://" in rendered) is tls
     # Wherever the security headers are set (a server, each error location), HSTS too.
@@ -232,7 +245,8 @@ def test_limit_options_after_render_are_rendered():
         limit for limit in _directives(result.stdout, "limit_req") if "fib_req_per_ip" in limit
     ]
     assert shield and set(shield) == {"zone=fib_req_per_ip burst=8 nodelay"}
-    assert _directives(result.stdout, "limit_conn") == ["fib_conn_per_ip 9"]
+    # The API's location and the rest's.
+    assert _directives(result.stdout, "limit_conn") == ["fib_conn_per_ip 9"] * 2
 
 
 @pytest.mark.parametrize("command", ["render", "stack"])
