@@ -10,6 +10,7 @@ so the two tiers cannot drift apart.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ _PROJECT_DIR = str(Path(__file__).resolve().parent.parent)
 if _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-from fibproject.env import env_int, env_list, env_str  # noqa: E402 - needs the path above
+from fibproject.env import env_bool, env_choice, env_int, env_list, env_str  # noqa: E402
+from fibproject.logging_config import LOG_FORMATS, default_log_format  # noqa: E402
 
 wsgi_app = "fibproject.wsgi:application"
 # The hooks below read Django settings, also when the app is not preloaded.
@@ -72,6 +74,52 @@ access_log_format = (
     '%({x-real-ip}i)s %(h)s %(t)s "%(r)s" %(s)s %(B)s %(L)ss rid=%({x-request-id}i)s "%(a)s"'
 )
 
+# --- Structured logs and metrics (docs/operations.md) ---------------------------
+# FIB_LOG_FORMAT=json (the default with debug off): the error and access logs as
+# one JSON object per line, the access line with the request id the app answered
+# with (deploy/gunicorn_logging.py); `text` keeps the format above.
+_log_format = env_choice(
+    "FIB_LOG_FORMAT",
+    choices=LOG_FORMATS,
+    default=default_log_format(debug=env_bool("DJANGO_DEBUG", default=False)),
+)
+if _log_format == "json":
+    logger_class = "deploy.gunicorn_logging.JsonLinesLogger"
+
+# With FIB_METRICS on, each worker counts into files of its own in
+# PROMETHEUS_MULTIPROC_DIR and /metrics adds all of them up (prometheus-client's
+# multiprocess mode). The directory is this instance's own: by default one per
+# bind address in memory (/dev/shm). It must exist before the preloaded app
+# opens its files, so it is made here; the master empties it when it starts
+# (on_starting) and forgets each worker that exits (child_exit).
+_metrics = env_bool("FIB_METRICS", default=True)
+metrics_dir = ""
+if _metrics:
+    _shm = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+    _instance = re.sub(r"[^A-Za-z0-9.-]+", "_", ",".join(bind))
+    metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR") or (
+        f"{_shm}/fibonacci-metrics-{os.getuid()}-{_instance}"
+    )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.makedirs(metrics_dir, exist_ok=True)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Count the new worker in the metrics and start its stats thread."""
+    if metrics_dir:
+        from fibproject import metrics
+
+        metrics.worker_started(configured_workers=server.cfg.workers)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop an exited worker's live gauges (its counters stay in the totals)."""
+    if metrics_dir:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
 # The heartbeat file lives in memory, not on a disk that may stall.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -98,7 +146,10 @@ def on_starting(server: Any) -> None:
     from django.core.exceptions import ImproperlyConfigured
 
     from fibonacci.ratelimit.budgets import check_shared_counters
+    from fibproject.metrics import empty_metrics_directory
 
+    if metrics_dir:  # a previous run's counters must not add to this one's
+        empty_metrics_directory(metrics_dir)
     try:
         check_shared_counters(workers=server.cfg.workers)
     except ImproperlyConfigured as exc:

@@ -12,7 +12,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from fibonacci.ratelimit.identity import parse_trusted_proxies
+from fibonacci.ratelimit.identity import UNIX_SOCKET, parse_trusted_proxies
 from fibonacci.ratelimit.rates import parse_rate
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -80,3 +80,24 @@ def env_trusted_proxies(name: str) -> list[str]:
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} has an invalid entry: {exc}") from None
     return entries
+
+
+def env_networks(name: str) -> list[str]:
+    """Client networks: comma-separated addresses or CIDRs (the rule of FIB_TRUSTED_PROXIES,
+    without `unix`)."""
+    entries = env_list(name)
+    try:
+        if UNIX_SOCKET in entries:
+            raise ValueError(f"{UNIX_SOCKET!r} names no client network")
+        parse_trusted_proxies(entries)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} has an invalid entry: {exc}") from None
+    return entries
+
+
+def env_choice(name: str, *, choices: tuple[str, ...], default: str) -> str:
+    """One of `choices` (any case); `default` when unset or blank."""
+    raw = env_str(name).lower() or default
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fibonacci import health
 from fibonacci.api import errors
-from fibproject import admin_login
+from fibproject import admin_login, metrics
 
 # Failed logins are counted and, past FIB_ADMIN_LOGIN_RATE, refused before hashing.
 admin.site.login_form = admin_login.ThrottledAuthenticationForm
@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Prometheus metrics, for the operator's network only (404 for anyone else).
+    path("metrics", metrics.metrics_view, name="metrics"),
     # Before the admin's own login/ (the same path): answers a throttled attempt with 429.
     path("admin/login/", admin_login.login, name="admin_login"),
     path("admin/", admin.site.urls),

@@ -50,6 +50,11 @@ def _is_trusted(remote_addr: str, entries: tuple[str, ...]) -> bool:
     return address is not None and any(address in net for net in _trusted_networks(entries))
 
 
+def in_networks(address: str, entries: Iterable[str]) -> bool:
+    """Whether `address` falls in one of `entries` (addresses or CIDRs; `unix` matches "")."""
+    return _is_trusted(address, tuple(entries))
+
+
 def is_trusted_address(address: str) -> bool:
     """Whether `address` is one of our proxies (FIB_TRUSTED_PROXIES); "" means a Unix socket."""
     return _is_trusted(address, tuple(settings.FIB_TRUSTED_PROXIES))

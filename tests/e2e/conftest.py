@@ -340,6 +340,10 @@ class AppInstance:
         """gunicorn's access log so far."""
         return self.access_log.read_text() if self.access_log.exists() else ""
 
+    def access_log_entries(self) -> list[dict[str, Any]]:
+        """gunicorn's access log so far: one JSON object per request (FIB_LOG_FORMAT=json)."""
+        return [json.loads(line) for line in self.access_log_text().splitlines()]
+
 
 @dataclass
 class NginxInstance:

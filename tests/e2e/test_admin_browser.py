@@ -161,8 +161,9 @@ def _login_posts_reaching_gunicorn(app, source: str, *, expected: int) -> int:
     while True:
         count = sum(
             1
-            for line in app.access_log_text().splitlines()
-            if line.startswith(source + " ") and '"POST /admin/login/' in line
+            for entry in app.access_log_entries()
+            if entry["client_ip"] == source
+            and (entry["method"], entry["path"]) == ("POST", "/admin/login/")
         )
         if count >= expected or time.monotonic() > deadline:
             return count

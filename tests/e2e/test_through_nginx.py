@@ -229,7 +229,9 @@ def test_spoofed_forwarding_headers_do_not_change_whose_budget_is_spent(
     replies = _spend_budget(nginx, client_address, API_BUDGET + 3, spoofed)
     assert [reply.status for reply in replies] == [200] * API_BUDGET + [429] * 3
     # gunicorn received nginx's X-Real-IP (the real peer), not the client's.
-    forwarded = [line.split()[0] for line in app.access_log_text().splitlines() if "n=5" in line]
+    forwarded = [
+        entry["client_ip"] for entry in app.access_log_entries() if entry["query"] == "n=5"
+    ]
     assert client_address in forwarded
     assert not any(ip.startswith(("203.0.113.", "198.51.100.")) for ip in forwarded)
     # The request log names the real client for every one of them.
