@@ -77,9 +77,10 @@ def raw_exchange(
 
 @pytest.fixture(scope="module")
 def app(module_stack_factory):
-    """One gunicorn instance, one worker, one API request a minute per client."""
+    """One gunicorn instance, one worker, one API request an hour per client (hourly: a
+    window ending among a test's requests would let one more through)."""
     (instance,) = module_stack_factory.start_apps(
-        1, workers=1, FIB_RATE_LIMIT="1/m", FIB_RATE_LIMIT_LARGE="1/m"
+        1, workers=1, FIB_RATE_LIMIT="1/h", FIB_RATE_LIMIT_LARGE="1/h"
     )
     return instance
 
