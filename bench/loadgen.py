@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
@@ -77,8 +78,19 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(*, url: str, duration_s: float, connections: int, threads: int) -> WrkResult:
-    """One wrk run against `url`."""
+def run_wrk(
+    *,
+    url: str,
+    duration_s: float,
+    connections: int,
+    threads: int,
+    headers: Sequence[str] = (),
+    script: Path | None = None,
+) -> WrkResult:
+    """One wrk run against `url`, sending `headers` ("Name: value") with every request.
+
+    A `script` (wrk's Lua) may choose each request's path itself.
+    """
     command = [
         require_wrk(),
         f"--threads={min(threads, connections)}",
@@ -86,6 +98,8 @@ def run_wrk(*, url: str, duration_s: float, connections: int, threads: int) -> W
         f"--duration={max(1, round(duration_s))}s",
         "--timeout=30s",
         "--latency",
+        *(f"--header={header}" for header in headers),
+        *([f"--script={script}"] if script is not None else []),
         url,
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -99,7 +113,13 @@ def best_of(results: Sequence[WrkResult]) -> WrkResult:
     return max(results, key=lambda result: result.requests_per_s)
 
 
-def alternate(*, urls: dict[str, str], load: LoadSettings) -> dict[str, WrkResult]:
+def alternate(
+    *,
+    urls: dict[str, str],
+    load: LoadSettings,
+    headers: Sequence[str] = (),
+    script: Path | None = None,
+) -> dict[str, WrkResult]:
     """Run each named URL in turn for `load.rounds` rounds; the best round of each."""
     rounds: dict[str, list[WrkResult]] = {name: [] for name in urls}
     for _ in range(load.rounds):
@@ -110,6 +130,8 @@ def alternate(*, urls: dict[str, str], load: LoadSettings) -> dict[str, WrkResul
                     duration_s=load.duration_s,
                     connections=load.connections,
                     threads=load.threads,
+                    headers=headers,
+                    script=script,
                 )
             )
     return {name: best_of(results) for name, results in rounds.items()}

@@ -114,3 +114,66 @@ def print_summary(checks: Sequence[TargetCheck], errors: Sequence[str]) -> None:
     )
     for error in errors:
         print(f"ERROR {error}")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A ratio of two rows' throughput to report for every n, with optional targets by n."""
+
+    subject: str
+    baseline: str
+    targets: Mapping[int, float | None]
+
+
+def report_versus_static(
+    *,
+    section: str,
+    title: str,
+    results: Mapping[int, Mapping[str, WrkResult]],
+    rows: Sequence[str],
+    static: str,
+    comparisons: Sequence[Comparison] = (),
+    static_targets: Mapping[str, Mapping[int, float]] | None = None,
+) -> list[TargetCheck]:
+    """One row per (n, name) with its throughput as a share of `static`'s in the same run.
+
+    `comparisons` add a ratio between two rows (printed on the subject's row);
+    `static_targets` (name -> n -> minimum share of static) make a row's share a
+    checked target.
+    """
+    checks: list[TargetCheck] = []
+    table: list[list[str]] = []
+    for n, best in results.items():
+        for name in rows:
+            share = best[name].requests_per_s / best[static].requests_per_s
+            minimum = (static_targets or {}).get(name, {}).get(n)
+            share_cell = f"{share:.3f}"
+            if minimum is not None:
+                check = ratio_check(
+                    section=section, case=f"{name}/{static} n={n}", ratio=share, minimum=minimum
+                )
+                checks.append(check)
+                share_cell += f" ({check.target}) {check.verdict}"
+            compared = []
+            for comparison in comparisons:
+                if comparison.subject != name:
+                    continue
+                ratio = best[name].requests_per_s / best[comparison.baseline].requests_per_s
+                check = ratio_check(
+                    section=section,
+                    case=f"{name}/{comparison.baseline} n={n}",
+                    ratio=ratio,
+                    minimum=comparison.targets.get(n),
+                )
+                checks.append(check)
+                compared.append(
+                    f"{name}/{comparison.baseline} {ratio:.2f} (target {check.target}) "
+                    f"{check.verdict}"
+                )
+            table.append([f"n={n}", name, *load_cells(best[name]), share_cell, "; ".join(compared)])
+    print_table(
+        title=title,
+        headers=["n", "behind nginx", *LOAD_HEADERS, f"/{static}", "compared"],
+        rows=table,
+    )
+    return checks

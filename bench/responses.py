@@ -6,13 +6,17 @@ bytes and Content-Type, so every comparison moves the same payload.
 
 from __future__ import annotations
 
+import gzip
 import json
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 API_PATH = "/api/v1/fibonacci/"
 SIZES = (10, 1000, 10000)
+# The level of Django's GZipMiddleware (django.utils.text.compress_string), which the app uses.
+GZIP_LEVEL = 6
 
 
 def query_for(n: int) -> str:
@@ -64,3 +68,33 @@ def verify_same(*, expected: Mapping[int, str], actual: Mapping[int, str]) -> No
                 f"n={n}: {actual[n]} differs from {expected_url} "
                 f"({got[0]}, {len(got[1])} B vs {wanted[0]}, {len(wanted[1])} B)"
             )
+
+
+def write_gzipped(*, directory: Path, sizes: Sequence[int]) -> None:
+    """Beside each captured body, its gzipped copy (`n-N.json.gz`), as the app compresses it.
+
+    nginx serves these as plain files (a type it does not compress), so they are
+    the baseline for answers sent gzipped: the same number of bytes, no work per request.
+    """
+    for n in sizes:
+        body = (directory / body_file_name(n)).read_bytes()
+        gzipped = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        (directory / f"{body_file_name(n)}.gz").write_bytes(gzipped)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """How an answer to `Accept-Encoding: gzip` came: its Content-Encoding and body size."""
+
+    content_encoding: str
+    body_bytes: int
+
+
+def fetch_gzip(url: str) -> Encoded:
+    """GET `url` with `Accept-Encoding: gzip`: the answer's encoding and size as sent."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=60.0) as response:
+        return Encoded(
+            content_encoding=response.headers.get("Content-Encoding") or "identity",
+            body_bytes=len(response.read()),
+        )

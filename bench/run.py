@@ -1,11 +1,14 @@
 """`make bench`: throughput tables for the Fibonacci API against baselines, in one run.
 
-Sections (all by default; `--sections` picks some, `--quick` is a ~1 minute smoke run):
+Sections (all but `app` by default; `--sections` picks some, `--quick` is a smoke run):
   app      fibproject.wsgi vs a bare WSGI callable with the same bytes, gunicorn sync
   limiter  the app with the rate limiter on (Redis) vs off
   log      the app with the request log on (PostgreSQL) vs off
-  stack    through nginx: full app vs bare callable vs a static file; worker peak memory
-  memory   worker RSS before and after 100,000 requests through the full stack
+  stack    through nginx, as shares of nginx serving the same bytes as a file: bare
+           callable, minimal DRF ViewSet, the app alone, the full app (and the edge's
+           rows); the same with Accept-Encoding: gzip; one client alone; worker memory
+  flood    wrk -c256 from one address with the shipped limits; /healthz from another
+  memory   worker RSS before and after 30,000 requests through the full stack
 
 It prints a report and exits 0 even when targets fail; non-zero only when a
 section could not run (a server did not start, wrk is missing, ...).
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flood import flood_section
 from loadgen import LoadSettings, WrkMissingError, require_wrk
 from report import TargetCheck, print_summary
 from sections import BenchContext, app_section, limiter_section, log_section
@@ -38,9 +42,15 @@ SECTIONS: dict[str, Section] = {
     "limiter": limiter_section,
     "log": log_section,
     "stack": stack_section,
+    "flood": flood_section,
     "memory": memory_section,
 }
-MEMORY_REQUESTS = 100_000
+# What `make bench` runs (about 6 minutes): the gunicorn-only app/bare table is asked for by name.
+DEFAULT_SECTIONS = ("limiter", "log", "stack", "flood", "memory")
+# Round length and count: the default sections take about 6 minutes with them.
+DURATION_S = 3.0
+ROUNDS = 2
+MEMORY_REQUESTS = 30_000
 QUICK_MEMORY_REQUESTS = 5_000
 
 
@@ -50,11 +60,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short smoke run (~1 minute)")
     parser.add_argument(
         "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} "
+        f"(default: {','.join(DEFAULT_SECTIONS)})",
     )
-    parser.add_argument("--duration", type=float, help="seconds per measured round (default 5)")
-    parser.add_argument("--rounds", type=int, help="alternating rounds per comparison (default 3)")
+    parser.add_argument(
+        "--duration", type=float, help=f"seconds per measured round (default {DURATION_S:g})"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help=f"alternating rounds per comparison (default {ROUNDS})"
+    )
     parser.add_argument("--connections", type=int, help="wrk connections (default 2 x workers)")
     parser.add_argument(
         "--workers",
@@ -79,8 +94,8 @@ def chosen_sections(args: argparse.Namespace) -> list[str]:
 def load_settings(args: argparse.Namespace, workers: int) -> LoadSettings:
     """Round length, count and concurrency from the options (--quick shortens them)."""
     return LoadSettings(
-        duration_s=args.duration or (1.0 if args.quick else 5.0),
-        rounds=args.rounds or (2 if args.quick else 3),
+        duration_s=args.duration or (1.0 if args.quick else DURATION_S),
+        rounds=args.rounds or (2 if args.quick else ROUNDS),
         # Enough to keep every sync worker busy; more would only queue in the backlog.
         connections=args.connections or 2 * workers,
         threads=2,
@@ -130,12 +145,14 @@ def run_sections(names: list[str], ctx: BenchContext) -> tuple[list[TargetCheck]
     checks: list[TargetCheck] = []
     errors: list[str] = []
     for name in names:
+        started = time.monotonic()
         try:
             checks += SECTIONS[name](ctx)
         except (ServerStartError, RuntimeError, OSError) as error:
             # The full message (with the server's log tail) goes to stderr; one line to the summary.
             errors.append(f"section {name}: {str(error).strip().splitlines()[-1]}")
             print(f"\nERROR in section {name}: {error}", file=sys.stderr)
+        print(f"(section {name}: {time.monotonic() - started:.0f} s)")
     return checks, errors
 
 

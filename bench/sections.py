@@ -31,6 +31,7 @@ from responses import SIZES, capture, url_path, verify_same
 from servers import (
     APP_SPEC,
     BARE_SPEC,
+    MINIMAL_DRF_SPEC,
     PROJECT_DIR,
     VENV_BIN,
     RunningServer,
@@ -90,6 +91,17 @@ def bare_server(
         app_spec=BARE_SPEC,
         workers=ctx.workers,
         env=base_environment({"BENCH_RESPONSES_DIR": str(responses_dir)}),
+        log_dir=ctx.scratch,
+    )
+
+
+def minimal_drf_server(ctx: BenchContext, *, name: str) -> AbstractContextManager[RunningServer]:
+    """gunicorn serving bench/minimal_drf.py (a plain DRF ViewSet), the app's flags."""
+    return gunicorn(
+        name=name,
+        app_spec=MINIMAL_DRF_SPEC,
+        workers=ctx.workers,
+        env=base_environment({}),
         log_dir=ctx.scratch,
     )
 

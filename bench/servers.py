@@ -8,6 +8,7 @@ with deploy/processes.py, the helpers `make stack` and the tests use.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from deploy.processes import free_port  # noqa: E402
 
 APP_SPEC = "fibproject.wsgi:application"
 BARE_SPEC = "bench.bare_app:application"
+MINIMAL_DRF_SPEC = "bench.minimal_drf:application"
 # gunicorn's worker timeout for every server under test; nginx is rendered to match.
 GUNICORN_TIMEOUT_S = 120
 
@@ -77,8 +79,10 @@ def stop(process: subprocess.Popen[bytes], *, graceful: signal.Signals = signal.
     processes.stop_process(process, graceful_signal=graceful, timeout_seconds=_STOP_TIMEOUT_S)
 
 
-def gunicorn_command(*, app_spec: str, port: int, workers: int) -> list[str]:
-    """The gunicorn command line shared by the app and the bare callable."""
+def gunicorn_command(
+    *, app_spec: str, port: int, workers: int, access_log: Path | None = None
+) -> list[str]:
+    """The gunicorn command line shared by the app and the baselines (an access log if asked)."""
     return [
         str(VENV_BIN / "gunicorn"),
         "--worker-class=sync",
@@ -91,6 +95,7 @@ def gunicorn_command(*, app_spec: str, port: int, workers: int) -> list[str]:
         "--worker-tmp-dir=/dev/shm",
         "--no-control-socket",
         "--log-level=warning",
+        *([f"--access-logfile={access_log}"] if access_log is not None else []),
         app_spec,
     ]
 
@@ -104,13 +109,14 @@ def gunicorn(
     env: Mapping[str, str],
     log_dir: Path,
     ready_path: str = "/",
+    access_log: Path | None = None,
 ) -> Iterator[RunningServer]:
     """Run gunicorn for the duration of the block; always stopped by pid on exit."""
     port = free_port()
     log_path = log_dir / f"gunicorn-{name}.log"
     log_path.write_bytes(b"")
     process = processes.start_process(
-        gunicorn_command(app_spec=app_spec, port=port, workers=workers),
+        gunicorn_command(app_spec=app_spec, port=port, workers=workers, access_log=access_log),
         env=env,
         log_path=log_path,
     )
@@ -150,6 +156,18 @@ def process_memory(pid: int) -> ProcessMemory:
         hwm_kib=_status_kib(status, "VmHWM"),
         pss_kib=pss_kib,
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workers_cpu_seconds(server: RunningServer) -> float:
+    """CPU time used so far by all the workers of a running gunicorn."""
+    return sum(cpu_seconds(pid) for pid in processes.worker_pids(server.process.pid))
 
 
 def workers_memory(server: RunningServer) -> list[ProcessMemory]:
