@@ -102,6 +102,8 @@ if _metrics:
     )
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.makedirs(metrics_dir, exist_ok=True)
+else:  # counted nowhere: prometheus-client must not look for the directory
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 def post_fork(server: Any, worker: Any) -> None:
