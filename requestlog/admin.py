@@ -1,7 +1,8 @@
-"""The read-only request log viewer and the usage summary page."""
+"""The read-only request log and aggregate viewers, and the usage summary page."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from django.utils.functional import cached_property
 
 from fibonacci import addresses
 
-from .models import RequestLog
+from .models import CacheOutcome, EdgeLogPosition, RequestAggregate, RequestLog
 from .summary import CHART_HEIGHT, CHART_MARGIN, CHART_WIDTH, usage_summary
 
 # Below this estimate an exact count is cheap and more useful than a guess.
@@ -80,6 +81,38 @@ class StatusClassFilter(admin.SimpleListFilter):
         return queryset.filter(status__gte=first * 100, status__lt=(first + 1) * 100)
 
 
+class CacheOutcomeFilter(admin.SimpleListFilter):
+    """Filters by whether nginx's cache answered; "none" is the empty value."""
+
+    title = "cache"
+    parameter_name = "cache"
+    _NONE = "none"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(outcome.value or self._NONE, outcome.label) for outcome in CacheOutcome]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == self._NONE:
+            return queryset.filter(cache=CacheOutcome.NONE)
+        if value in CacheOutcome.values:
+            return queryset.filter(cache=value)
+        return queryset
+
+
+def _exact_client_search(
+    queryset: QuerySet[Any], term: str, *, otherwise: Callable[[str], QuerySet[Any]]
+) -> QuerySet[Any]:
+    # Exact matches only, on the client_ip index: an address in any spelling
+    # finds the rows the log wrote for it; anything else goes to `otherwise`.
+    stored = addresses.stored(term, anonymize=settings.FIB_LOG_IP_ANONYMIZE)
+    if term == addresses.UNKNOWN:  # the log's name for a client without an address
+        stored = addresses.UNKNOWN
+    if stored is None:
+        return otherwise(term)
+    return queryset.filter(client_ip=stored)
+
+
 class SummaryPeriodForm(forms.Form):
     """The period of the usage summary: from `since` to `until`, both days included."""
 
@@ -117,8 +150,9 @@ class RequestLogAdmin(admin.ModelAdmin):
         "duration_ms",
         "response_bytes",
         "rate_limited",
+        "cache",
     )
-    list_filter = (StatusClassFilter, "endpoint", "rate_limited", "time")
+    list_filter = (StatusClassFilter, "endpoint", "rate_limited", CacheOutcomeFilter, "time")
     search_fields = ("client_ip", "request_id")
     search_help_text = "An exact client IP or request id."
     date_hierarchy = "time"
@@ -147,13 +181,10 @@ class RequestLogAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        # An address in any spelling finds the rows the log wrote for it.
-        stored = addresses.stored(term, anonymize=settings.FIB_LOG_IP_ANONYMIZE)
-        if term == addresses.UNKNOWN:  # the log's name for a client without an address
-            stored = addresses.UNKNOWN
-        if stored is None:
-            return queryset.filter(request_id=term), False
-        return queryset.filter(client_ip=stored), False
+        found = _exact_client_search(
+            queryset, term, otherwise=lambda rid: queryset.filter(request_id=rid)
+        )
+        return found, False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -191,9 +222,49 @@ class RequestLogAdmin(admin.ModelAdmin):
             "title": "Request log: usage summary",
             "form": form,
             "summary": summary,
+            "edge_logs": EdgeLogPosition.objects.order_by("path"),
             "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT, "margin": CHART_MARGIN},
             "quick_periods": [
                 (days, today - timedelta(days=days - 1), today) for days in (1, 7, 30, 90)
             ],
         }
         return TemplateResponse(request, "admin/requestlog/requestlog/summary.html", context)
+
+
+@admin.register(RequestAggregate)
+class RequestAggregateAdmin(admin.ModelAdmin):
+    """Read-only: what the edge counted per client and minute instead of logging each request."""
+
+    list_display = ("minute", "client_ip", "reason", "status", "count")
+    list_filter = ("reason", StatusClassFilter, "minute")
+    search_fields = ("client_ip",)
+    search_help_text = "An exact client IP."
+    date_hierarchy = "minute"
+    sortable_by = ("minute",)
+    list_per_page = 100
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        found = _exact_client_search(queryset, term, otherwise=lambda _: queryset.none())
+        # The edge counts an IPv6 client by its /64 (the budget key), kept so
+        # unless anonymized: an address finds its network's counts too.
+        if addresses.canonical(term) and not settings.FIB_LOG_IP_ANONYMIZE:
+            found |= queryset.filter(
+                client_ip=addresses.budget_key(addresses.canonical(term) or "")
+            )
+        return found, False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)

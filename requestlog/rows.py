@@ -1,19 +1,38 @@
-"""From the raw tuple the middleware captured to a RequestLog row (in the writer thread)."""
+"""From a raw record to a RequestLog row: the middleware's tuples and the edge log's lines.
+
+The middleware captures a RawRecord per request (parsed here, in the writer
+thread); nginx's edge log has one JSON object per line (docs/request-log.md),
+read by requestlog.shipper and turned here into the same RawRecord (and the
+cache outcome), so that one mapping (endpoint, numbers, address) serves both.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
 from django.http import QueryDict
+from django.urls import Resolver404, resolve
+from django.utils.encoding import repercent_broken_unicode
 
 from fibonacci import addresses, params
 
-from .models import QUERY_MAX_CHARS, USER_AGENT_MAX_CHARS, Endpoint
+from .models import (
+    AGGREGATE_ID_MAX_CHARS,
+    QUERY_MAX_CHARS,
+    REQUEST_ID_MAX_CHARS,
+    USER_AGENT_MAX_CHARS,
+    AggregateReason,
+    CacheOutcome,
+    Endpoint,
+)
 
 # What the middleware appends, in this order (a plain tuple: the cheapest to build):
 # arrived (epoch seconds), duration_ms, method, url_name, index from the URL,
@@ -35,8 +54,12 @@ COLUMNS = (
     "response_bytes",
     "rate_limited",
     "request_id",
+    "cache",
 )
 Row = tuple[Any, ...]
+# What is written for an edge aggregate line: RequestAggregate's fields in this order.
+AGGREGATE_COLUMNS = ("aggregate_id", "minute", "client_ip", "reason", "status", "count")
+EdgeLineKind = Literal["request", "aggregate"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +71,110 @@ _ENDPOINTS = {
     "docs": Endpoint.DOCS,
 }
 RATE_LIMITED_STATUS = 429
+
+# nginx's $upstream_cache_status: served from the cache, fetched from the app, or neither.
+_CACHE_OUTCOMES = {
+    "HIT": CacheOutcome.HIT,
+    "STALE": CacheOutcome.HIT,
+    "UPDATING": CacheOutcome.HIT,
+    "REVALIDATED": CacheOutcome.HIT,
+    "MISS": CacheOutcome.MISS,
+    "EXPIRED": CacheOutcome.MISS,
+    "BYPASS": CacheOutcome.BYPASS,
+}
+
+
+class EdgeLineError(ValueError):
+    """A line of the edge log that is not one of the kinds docs/request-log.md describes."""
+
+
+def cache_outcome(upstream_cache_status: str) -> str:
+    """RequestLog.cache for nginx's $upstream_cache_status; empty when the cache did not answer."""
+    return _CACHE_OUTCOMES.get(upstream_cache_status, CacheOutcome.NONE).value
+
+
+@functools.lru_cache(maxsize=4096)
+def resolved_path(raw_path: str) -> tuple[str | None, str | None]:
+    """(url_name, index kwarg) of a raw request path, as the app would route it.
+
+    Percent-decoded as gunicorn and Django decode PATH_INFO (bytes held as
+    latin-1 characters; invalid UTF-8 re-percent-encoded), then resolved with
+    the URLconf: (None, None) for a path the app answers 404.
+    """
+    if not raw_path.startswith("/"):
+        return None, None
+    path_info = repercent_broken_unicode(unquote_to_bytes(raw_path.encode("latin-1"))).decode()
+    try:
+        match = resolve(path_info)
+    except Resolver404:
+        return None, None
+    return match.url_name, match.kwargs.get("index")
+
+
+def _text(fields: Mapping[str, Any], key: str) -> str:
+    value = fields.get(key, "")
+    if not isinstance(value, str):
+        raise EdgeLineError(f"{key!r} is not a string")
+    return value
+
+
+def _number(fields: Mapping[str, Any], key: str) -> float:
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EdgeLineError(f"{key!r} is not a number")
+    return float(value)
+
+
+def _count(fields: Mapping[str, Any], key: str) -> int:
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EdgeLineError(f"{key!r} is not a whole number")
+    return value
+
+
+def _identifier(fields: Mapping[str, Any], key: str, *, max_chars: int) -> str:
+    value = _text(fields, key)
+    if not value or len(value) > max_chars:
+        raise EdgeLineError(f"{key!r} is not an id of 1 to {max_chars} characters")
+    return value
+
+
+def decode_edge_line(line: bytes) -> dict[str, Any]:
+    """The JSON object of one edge log line; strings hold its raw bytes as latin-1 characters.
+
+    nginx's escape=json escapes quotes, backslashes and control characters and
+    passes every other byte as it came, valid UTF-8 or not; reading the bytes
+    as latin-1 gives the strings WSGI gives the app (QUERY_STRING, HTTP_*).
+    """
+    try:
+        fields = json.loads(line.decode("latin-1"))
+    except ValueError as exc:
+        raise EdgeLineError(f"not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise EdgeLineError("not a JSON object")
+    return fields
+
+
+def edge_record(fields: Mapping[str, Any]) -> tuple[RawRecord, str]:
+    """(raw record as the middleware captures one, cache outcome) of a request line ("k": "r")."""
+    done = _number(fields, "t")  # when the response was done
+    seconds = _number(fields, "rt")
+    path, _, query = _text(fields, "u").partition("?")
+    url_name, index = resolved_path(path) if path else (None, None)
+    client = _text(fields, "c")
+    return (
+        done - seconds,
+        seconds * 1000.0,
+        _text(fields, "m"),
+        url_name,
+        index,
+        query,
+        _count(fields, "s"),
+        client if addresses.canonical(client) else addresses.UNKNOWN,
+        _text(fields, "a"),
+        _count(fields, "b"),
+        _identifier(fields, "id", max_chars=REQUEST_ID_MAX_CHARS),
+    ), cache_outcome(_text(fields, "cs"))
 
 
 class RecordParser:
@@ -87,8 +214,8 @@ class RecordParser:
             None,
         )
 
-    def row(self, record: RawRecord) -> Row:
-        """The RequestLog row for one raw record."""
+    def row(self, record: RawRecord, *, cache: str = CacheOutcome.NONE.value) -> Row:
+        """The RequestLog row for one raw record (the middleware's, or an edge log line's)."""
         (arrived, duration_ms, method, url_name, index, query, status, ip, agent, size, rid) = (
             record
         )
@@ -109,7 +236,45 @@ class RecordParser:
             size,
             status == RATE_LIMITED_STATUS,
             rid,
+            cache,
         )
+
+    def aggregate_row(self, fields: Mapping[str, Any]) -> Row:
+        """The RequestAggregate row (AGGREGATE_COLUMNS order) of an aggregate line ("k": "a")."""
+        reason = _text(fields, "why")
+        if reason not in AggregateReason.values:
+            raise EdgeLineError(f"'why' is not one of {AggregateReason.values}")
+        return (
+            _identifier(fields, "id", max_chars=AGGREGATE_ID_MAX_CHARS),
+            datetime.fromtimestamp(_count(fields, "minute"), tz=UTC),
+            self._aggregate_client(_text(fields, "c")),
+            reason,
+            _count(fields, "s"),
+            _count(fields, "n"),
+        )
+
+    def _aggregate_client(self, client: str) -> str:
+        # The edge counts by budget key (addresses.budget_key: IPv6 as its /64
+        # network): kept so, or anonymized as a row's address is.
+        address, slash, _ = client.partition("/")
+        stored = addresses.stored(address, anonymize=self.anonymize)
+        if stored is None or (slash and addresses.budget_key(address) != client):
+            return addresses.UNKNOWN
+        return client if slash and not self.anonymize else stored
+
+    def edge_line(self, line: bytes) -> tuple[EdgeLineKind, Row]:
+        """What one edge log line records: a RequestLog row or a RequestAggregate row.
+
+        Raises EdgeLineError for a line that is neither.
+        """
+        fields = decode_edge_line(line)
+        kind = fields.get("k")
+        if kind == "r":
+            record, cache = edge_record(fields)
+            return "request", self.row(record, cache=cache)
+        if kind == "a":
+            return "aggregate", self.aggregate_row(fields)
+        raise EdgeLineError(f"unknown kind {kind!r}")
 
     def rows(self, records: Iterable[RawRecord]) -> list[Row]:
         """Rows for every record; one that cannot be parsed is logged and skipped."""

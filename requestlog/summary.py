@@ -1,4 +1,5 @@
-"""The usage summary for a period: requests per day, top clients, status mix, percentiles."""
+"""The usage summary for a period: requests per day, top clients, status mix, percentiles,
+cache hits and misses, and the requests the edge counted in aggregates."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.db import connections
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from .models import RequestLog
+from .models import AggregateReason, CacheOutcome, RequestAggregate, RequestLog
 from .rows import RATE_LIMITED_STATUS
 
 TOP_COUNT = 10
@@ -45,6 +46,22 @@ class UsageSummary:
     p50_ms: float | None
     p95_ms: float | None
     busiest_n: list[tuple[int, int]]
+    # (label, requests) for hit, miss, bypass and none (the app's, or before the cache).
+    cache_mix: list[tuple[str, int]]
+    # (reason label, requests) the edge counted per client and minute, not one by one.
+    aggregated: list[tuple[str, int]]
+
+    @property
+    def aggregated_total(self) -> int:
+        """Requests counted in aggregates in this period."""
+        return sum(count for _, count in self.aggregated)
+
+    @property
+    def cache_hit_percent(self) -> float | None:
+        """Hits among the requests the cache looked up (hits and misses), in percent."""
+        counts = dict(self.cache_mix)
+        looked_up = counts[CacheOutcome.HIT.label] + counts[CacheOutcome.MISS.label]
+        return 100.0 * counts[CacheOutcome.HIT.label] / looked_up if looked_up else None
 
     @property
     def rate_limited_percent(self) -> float:
@@ -131,6 +148,16 @@ def usage_summary(*, since: datetime, until: datetime) -> UsageSummary:
         .order_by("-count", "n")[:TOP_COUNT]
     ]
     p50, p95 = _percentiles(period, total=total)
+    by_cache = {
+        row["cache"]: row["count"] for row in period.values("cache").annotate(count=Count("id"))
+    }
+    by_reason = {
+        row["reason"]: row["requests"] or 0
+        for row in RequestAggregate.objects.filter(minute__gte=since, minute__lt=until)
+        .order_by()
+        .values("reason")
+        .annotate(requests=Sum("count"))
+    }
     return UsageSummary(
         since=since,
         until=until,
@@ -142,4 +169,6 @@ def usage_summary(*, since: datetime, until: datetime) -> UsageSummary:
         p50_ms=p50,
         p95_ms=p95,
         busiest_n=busiest_n,
+        cache_mix=[(outcome.label, by_cache.get(outcome.value, 0)) for outcome in CacheOutcome],
+        aggregated=[(reason.label, by_reason.get(reason.value, 0)) for reason in AggregateReason],
     )

@@ -1,4 +1,4 @@
-"""Writes rows to the RequestLog table: one statement per batch, in one transaction.
+"""Writes rows to the RequestLog (and RequestAggregate) table: one statement per batch.
 
 Each request id is stored once (a unique constraint): a batch written again
 (a retry after a commit whose answer was lost, a spool file read back after
@@ -20,8 +20,8 @@ from django.db import (
     transaction,
 )
 
-from .models import RequestLog
-from .rows import COLUMNS, Row
+from .models import RequestAggregate, RequestLog
+from .rows import AGGREGATE_COLUMNS, COLUMNS, Row
 
 # What the database raises for what a row holds, and raises again on every
 # retry: a value its column cannot hold (DataError: too long, out of range, a
@@ -85,3 +85,31 @@ def insert_each(
         except ROW_ERRORS as exc:
             refused.append((row, exc))
     return refused
+
+
+def insert_aggregates(rows: Sequence[Row], *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Insert RequestAggregate rows (AGGREGATE_COLUMNS order), skipping aggregate ids stored.
+
+    One executemany with ON CONFLICT DO NOTHING: aggregates are few (one per
+    client, minute, reason and status), so COPY would gain nothing.
+    """
+    if not rows:
+        return
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(name) for name in AGGREGATE_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(AGGREGATE_COLUMNS))
+    insert = (
+        f"INSERT INTO {quote(RequestAggregate._meta.db_table)} ({columns}) "
+        f"VALUES ({placeholders}) ON CONFLICT ({quote('aggregate_id')}) DO NOTHING"
+    )
+    minute = AGGREGATE_COLUMNS.index("minute")
+    adapt_time = connection.ops.adapt_datetimefield_value
+    adapted = [
+        (*row[:minute], adapt_time(row[minute]), *row[minute + 1 :])
+        if connection.vendor != "postgresql"
+        else row
+        for row in rows
+    ]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.executemany(insert, adapted)

@@ -65,9 +65,9 @@ def test_upgrade_keeps_the_rows_and_the_granted_permissions(client):
     [row] = RequestLog.objects.all()
     assert row.request_id == ROW["request_id"] and row.client_ip == ROW["client_ip"]
     assert [ct.app_label for ct in ContentType.objects.filter(model="requestlog")] == ["requestlog"]
-    codenames = Permission.objects.filter(content_type__app_label="requestlog").values_list(
-        "codename", flat=True
-    )
+    codenames = Permission.objects.filter(
+        content_type__app_label="requestlog", content_type__model="requestlog"
+    ).values_list("codename", flat=True)
     assert sorted(codenames) == [f"{a}_requestlog" for a in ("add", "change", "delete", "view")]
     operator = User.objects.get(pk=operator.pk)  # no cached permissions
     assert operator.has_perm("requestlog.view_requestlog")

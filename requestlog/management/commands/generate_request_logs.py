@@ -17,6 +17,8 @@ from requestlog.models import Endpoint, RequestLog
 from requestlog.writer import insert_rows
 
 _STATUSES = (200,) * 80 + (304,) * 6 + (400,) * 6 + (404,) * 2 + (429,) * 5 + (500,)
+# Through the edge most answers come from nginx's cache; "" is the app's own record.
+_CACHE_OUTCOMES = ("hit",) * 6 + ("miss",) * 3 + ("",)
 _AGENTS = ("curl/8.5.0", "python-requests/2.32", "Mozilla/5.0 (X11; Linux x86_64)", "wrk")
 
 
@@ -48,6 +50,7 @@ def fake_rows(*, count: int, days: int, seed: int) -> Iterator[tuple[Any, ...]]:
             rng.randrange(20, 200_000),
             status == 429,
             uuid.UUID(int=rng.getrandbits(128), version=4).hex,
+            rng.choice(_CACHE_OUTCOMES),
         )
 
 

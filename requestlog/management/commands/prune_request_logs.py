@@ -1,4 +1,5 @@
-"""`manage.py prune_request_logs`: delete request logs older than FIB_LOG_RETENTION_DAYS."""
+"""`manage.py prune_request_logs`: delete request logs (and the edge's aggregates) older than
+FIB_LOG_RETENTION_DAYS."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db.models import Model
 from django.utils import timezone
 
-from requestlog.models import RequestLog
+from requestlog.models import RequestAggregate, RequestLog
 
 
 class Command(BaseCommand):
@@ -36,30 +38,35 @@ class Command(BaseCommand):
             self.stderr.write("--days and --batch-size must be at least 1.")
             raise SystemExit(2)
         cutoff = timezone.now() - timedelta(days=days)
-        deleted = prune_request_logs(
-            cutoff=cutoff,
-            batch_size=options["batch_size"],
-            pause_seconds=options["pause_ms"] / 1000,
+        batches = {"batch_size": options["batch_size"], "pause_seconds": options["pause_ms"] / 1000}
+        deleted = prune_request_logs(cutoff=cutoff, **batches)
+        aggregates = prune_request_logs(
+            cutoff=cutoff, model=RequestAggregate, time_field="minute", **batches
         )
         self.stdout.write(
-            f"Deleted {deleted} request log records older than {cutoff:%Y-%m-%d %H:%M} UTC."
+            f"Deleted {deleted} request log records and {aggregates} aggregates"
+            f" older than {cutoff:%Y-%m-%d %H:%M} UTC."
         )
 
 
-def prune_request_logs(*, cutoff: Any, batch_size: int, pause_seconds: float) -> int:
+def prune_request_logs(
+    *,
+    cutoff: Any,
+    batch_size: int,
+    pause_seconds: float,
+    model: type[Model] = RequestLog,
+    time_field: str = "time",
+) -> int:
     """Delete records older than `cutoff`, oldest first, `batch_size` per statement."""
     deleted = 0
+    old = model._default_manager.filter(**{f"{time_field}__lt": cutoff})
     while True:
         # Ids first: a DELETE ... LIMIT is not portable, and a bounded id list
         # keeps each statement's locks and WAL small.
-        ids = list(
-            RequestLog.objects.filter(time__lt=cutoff)
-            .order_by("time")
-            .values_list("id", flat=True)[:batch_size]
-        )
+        ids = list(old.order_by(time_field).values_list("pk", flat=True)[:batch_size])
         if not ids:
             return deleted
-        count, _ = RequestLog.objects.filter(id__in=ids).delete()
+        count, _ = model._default_manager.filter(pk__in=ids).delete()
         deleted += count
         if len(ids) < batch_size:
             return deleted
