@@ -18,15 +18,18 @@ worker) inside `functools.reduce`, for callgrind:
         .venv/bin/python bench/metrics_overhead.py --instructions on --requests 1000
 
 instructions per request = the `totals:` line of callgrind.out.<pid> / 1000. It
-leaves out gunicorn's access log line (written by gunicorn, not the app),
-which the wrk comparison includes.
+leaves out gunicorn's access log line (written by gunicorn, not the app):
+`--instructions access-text|access-json` formats 1000 of those instead, with
+gunicorn's text formatter or ours (deploy/gunicorn_logging.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
+import runpy
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -136,6 +139,43 @@ def count_instructions(*, metrics_on: bool, n: int, requests: int) -> None:
         functools.reduce(lambda _, __: call(app, n), range(requests), None)
 
 
+def count_access_line_instructions(*, json_lines: bool, lines: int) -> None:
+    """gunicorn's access line for one API request, formatted `lines` times inside reduce()."""
+    from gunicorn.glogging import SafeAtoms
+
+    from deploy.gunicorn_logging import PlainAtoms
+    from fibproject.logging_config import AccessLogJsonFormatter
+
+    # What gunicorn's atoms() gives for a request through nginx (the environ's entries too).
+    atoms: dict[str, object] = {
+        "h": "127.0.0.1", "l": "-", "u": "-", "t": "[03/Dec/2026:14:10:51 +0000]",
+        "r": "GET /api/v1/fibonacci/?n=10 HTTP/1.1", "s": "200", "m": "GET",
+        "U": "/api/v1/fibonacci/", "q": "n=10", "H": "HTTP/1.1", "b": "132", "B": 132,
+        "f": "-", "a": "wrk", "T": 0, "D": 1243, "M": 1, "L": "0.001243", "p": "<4242>",
+        "{host}i": "127.0.0.1", "{x-real-ip}i": "203.0.113.9",
+        "{x-request-id}i": "0f" * 16, "{x-request-id}o": "0f" * 16,
+        "{content-type}o": "application/json",
+        **{f"{{wsgi_{index}}}e": "x" for index in range(30)},
+    }  # fmt: skip
+    saved = dict(os.environ)
+    try:  # the format as deployed; metrics off, so reading the file creates nothing
+        os.environ["FIB_METRICS"] = "false"
+        text_format = str(runpy.run_path(str(processes.GUNICORN_CONF))["access_log_format"])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    formatter = AccessLogJsonFormatter() if json_lines else logging.Formatter("%(message)s")
+    wrap = PlainAtoms if json_lines else SafeAtoms
+
+    def one(*_: object) -> None:
+        record = logging.LogRecord("gunicorn.access", 20, "", 0, text_format, (wrap(atoms),), None)
+        formatter.format(record)
+
+    for _ in range(100):
+        one()
+    functools.reduce(one, range(lines), None)
+
+
 def main(argv: list[str]) -> int:
     """Run the comparison (or the callgrind mode) and print the verdict."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -145,11 +185,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per round")
     parser.add_argument("--connections", type=int, default=0, help="default: 2 per worker")
     parser.add_argument("--limiter", action="store_true", help="rate limiter on (Redis)")
-    parser.add_argument("--instructions", choices=("on", "off"), help="callgrind mode (see above)")
+    parser.add_argument(
+        "--instructions",
+        choices=("on", "off", "access-text", "access-json"),
+        help="callgrind mode (see above)",
+    )
     parser.add_argument("--requests", type=int, default=1000, help="with --instructions")
     args = parser.parse_args(argv)
-    if args.instructions:
+    if args.instructions in ("on", "off"):
         count_instructions(metrics_on=args.instructions == "on", n=args.n, requests=args.requests)
+        return 0
+    if args.instructions:
+        count_access_line_instructions(
+            json_lines=args.instructions == "access-json", lines=args.requests
+        )
         return 0
     load = LoadSettings(
         duration_s=args.duration,
