@@ -148,7 +148,7 @@ def run_sections(names: list[str], ctx: BenchContext) -> tuple[list[TargetCheck]
         started = time.monotonic()
         try:
             checks += SECTIONS[name](ctx)
-        except (ServerStartError, RuntimeError, OSError) as error:
+        except (ServerStartError, RuntimeError, OSError, ValueError) as error:
             # The full message (with the server's log tail) goes to stderr; one line to the summary.
             errors.append(f"section {name}: {str(error).strip().splitlines()[-1]}")
             print(f"\nERROR in section {name}: {error}", file=sys.stderr)
