@@ -313,6 +313,25 @@ def test_a_shipper_started_after_a_rotation_finishes_the_rotated_file_first(
     assert lag_bytes(str(log_path)) == 0
 
 
+def test_a_line_left_unfinished_in_the_rotated_file_is_skipped_at_the_switch(
+    nginx_log, log_path, clock
+):
+    whole, cut, new = _lines(2), request_line(), _lines(2)
+    nginx_log.write(*whole, cut[:30])  # nginx crashed mid-line, then was restarted
+    shipper = _shipper(log_path, clock)
+    _ship_all(shipper)
+    os.rename(log_path, f"{log_path}.1")
+    nginx_log.reopen()
+    nginx_log.write(*new)
+    _ship_all(shipper)
+    clock.now += 3
+    _ship_all(shipper)
+    _ship_all(shipper)
+
+    assert _stored_ids() == _ids([*whole, *new])
+    assert EdgeLogPosition.objects.get().skipped_lines == 1
+
+
 # --- Bad lines, backlog, the command ---------------------------------------------
 
 
