@@ -115,11 +115,11 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Drop an exited worker's live gauges (its counters stay in the totals)."""
+    """Drop an exited worker's live gauges; its counts stay in the totals, in the archive."""
     if metrics_dir:
-        from prometheus_client import multiprocess
+        from fibproject.metrics import forget_exited_worker
 
-        multiprocess.mark_process_dead(worker.pid, metrics_dir)
+        forget_exited_worker(metrics_dir, worker.pid)
 
 
 # The heartbeat file lives in memory, not on a disk that may stall.

@@ -265,6 +265,39 @@ def worker_started(*, configured_workers: int) -> None:
     _process_stats.start()
 
 
+# The kinds of file whose values add up across processes (gauges are per process).
+_ADDITIVE_FILE_KINDS = ("counter", "histogram")
+
+
+def forget_exited_worker(directory: str, pid: int) -> None:
+    """In gunicorn's master (child_exit): fold an exited worker's counts into the archive.
+
+    Its live gauges go (prometheus-client's mark_process_dead). Its counters and
+    histograms keep counting in the totals, but as files of their own they would
+    pile up, one set per recycled worker (GUNICORN_MAX_REQUESTS: thousands a day
+    on a busy node), and every scrape reads every file: their values are added
+    to `counter_archive.db` and `histogram_archive.db` and their files removed.
+    """
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    multiprocess.mark_process_dead(pid, directory)
+    for kind in _ADDITIVE_FILE_KINDS:
+        exited = os.path.join(directory, f"{kind}_{pid}.db")
+        if not os.path.exists(exited):
+            continue
+        archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(exited):
+                archived, _ = archive.read_value(key)
+                archive.write_value(key, archived + value, timestamp)
+        finally:
+            archive.close()
+        # Removed right after: a scrape between the two adds this worker twice
+        # for that one scrape, a window of microseconds once per recycled worker.
+        os.remove(exited)
+
+
 def empty_metrics_directory(directory: str) -> None:
     """Remove the counters a previous run left (gunicorn's master, before workers start)."""
     for entry in os.scandir(directory):

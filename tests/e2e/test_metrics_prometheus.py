@@ -204,3 +204,44 @@ def test_the_exposition_of_several_workers_passes_promtool(app):
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert b"fib_gunicorn_workers 3.0" in exposition
+
+
+def test_recycled_workers_counts_stay_and_their_files_go(tmp_path):
+    """Workers replaced every 5 requests: every request still counted, files do not pile up."""
+    port = processes.free_port()
+    metrics_dir = tmp_path / "metrics"
+    env = processes.service_environment(
+        DATABASE_URL="sqlite:///:memory:",
+        FIB_RATE_LIMIT_ENABLED="false",
+        FIB_REQUEST_LOG="false",
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="2",
+        GUNICORN_MAX_REQUESTS="5",
+        GUNICORN_MAX_REQUESTS_JITTER="0",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    metrics_dir.mkdir()
+    process = processes.start_gunicorn(env=env, log_path=tmp_path / "gunicorn.out")
+    try:
+        processes.wait_until_ready(
+            f"http://127.0.0.1:{port}/healthz", process=process, timeout_seconds=60
+        )
+        statuses = [_get(port, "/api/v1/fibonacci/?n=3")[0] for _ in range(40)]
+        assert statuses == [200] * 40
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+                exposition = reply.read().decode()
+            if f'status="200",view="{LIST_VIEW}"}} 40.0' in exposition:
+                break
+            assert time.monotonic() < deadline, [
+                line for line in exposition.splitlines() if line.startswith(RESPONSES)
+            ]
+            time.sleep(0.2)
+        # At least 8 workers have come and gone; what stays is the live workers' files
+        # (counter, histogram, two kinds of live gauge) and one archive per additive kind.
+        files = sorted(path.name for path in metrics_dir.iterdir())
+        assert "counter_archive.db" in files
+        assert len(files) <= 2 * 4 + 2, files
+    finally:
+        processes.stop_gunicorn(process)
