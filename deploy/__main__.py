@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument(
         "--edge-log",
         type=Path,
-        default=Path("/var/log/nginx/fibonacci-edge.log"),
+        default=Path("/var/log/nginx/fibonacci-edge.jsonl"),
         help="the edge log that ship_edge_log ships (default %(default)s)",
     )
     edge.add_argument(

@@ -13,7 +13,7 @@
 --   init_worker()                in init_worker_by_lua: the aggregate writer
 --   access()                     in access_by_lua, API locations: count, refuse
 --   precondition_failed()        content of the 412 nginx answers from its cache
---   log()                        in log_by_lua: count what is logged in aggregate
+--   log()                        in log_by_lua, API locations: count the aggregated
 
 local redis = require("nginx.redis")
 
@@ -50,10 +50,11 @@ end
 -- nginx writes it, IPv6 as its /64 network, compressed as Python writes it
 -- (the last four groups are zero, so the longest run of zeros ends there).
 local function budget_key()
-    local binary = ngx.var.binary_remote_addr
-    if #binary ~= 16 then
-        return ngx.var.remote_addr
+    local address = ngx.var.remote_addr
+    if not find(address, ":", 1, true) then
+        return address
     end
+    local binary = ngx.var.binary_remote_addr
     local groups = {}
     for i = 1, 4 do
         local high, low = byte(binary, 2 * i - 1, 2 * i)
@@ -90,12 +91,12 @@ end
 local function classify()
     local uri = ngx.var.uri
     if ngx.re.find(uri, policy.sequence_path, "jo") then
-        local args = ngx.var.args or ""
-        local _, separators = args:gsub("&", "")
-        if policy.max_fields > 0 and separators + 1 > policy.max_fields then
-            return true, false -- too many fields: the app answers 400, not large
+        -- More fields than the app reads (DATA_UPLOAD_MAX_NUMBER_FIELDS): it
+        -- answers 400, so not large. (nginx skips empty fields, Django counts them.)
+        local query, truncated = ngx.req.get_uri_args(policy.max_fields)
+        if truncated then
+            return true, false
         end
-        local query = ngx.req.get_uri_args(0)
         local count = decimal(query.n, policy.max_n)
         local offset = 0
         if query.offset ~= nil then
@@ -221,9 +222,8 @@ function _M.access()
     local client = budget_key()
     local minute = now - now % 60
     local each = logged:incr(minute .. "|" .. client, 1, 0, 120)
-    if each and each > policy.log_each_per_minute then
-        ngx.var.fib_aggregate = "over_rate"
-    end
+    -- One line each, or counted in aggregate by log(), with its status.
+    ngx.var.fib_log_each = (not each or each <= policy.log_each_per_minute) and "1" or "a"
     if not policy.enabled then
         return
     end
@@ -285,22 +285,26 @@ function _M.precondition_failed()
     ngx.print(failed.body)
 end
 
--- Requests the edge log does not hold one line each: the shield's refusals and
--- a client's requests past log_each_per_minute. Counted here; written by flush.
-function _M.log()
-    local why
-    if ngx.var.limit_req_status == "REJECTED" or ngx.var.limit_conn_status == "REJECTED" then
-        why = "shield"
-    elseif ngx.var.fib_aggregate == "over_rate" then
-        why = "over_rate"
-    else
-        return
-    end
+local function count_aggregate(why)
     local now = ngx.time()
     local key = concat({ now - now % 60, budget_key(), why, ngx.status }, "|")
     local _, err = aggregates:incr(key, 1, 0, 3600)
     if err then
         ngx.log(ngx.WARN, "edge: aggregate not counted: ", err)
+    end
+end
+
+-- Requests the edge log does not hold one line each ($fib_log_each "a"): the
+-- shield's refusals (marked by its error location) and a client's requests
+-- past log_each_per_minute (marked by access). Counted here; written by flush.
+function _M.log()
+    if ngx.var.fib_log_each ~= "a" then
+        return
+    end
+    if ngx.var.limit_req_status == "REJECTED" or ngx.var.limit_conn_status == "REJECTED" then
+        count_aggregate("shield")
+    else
+        count_aggregate("over_rate")
     end
 end
 

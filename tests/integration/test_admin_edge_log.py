@@ -136,7 +136,7 @@ def test_aggregates_are_listed_read_only_and_searchable(staff_client, logs):
 
 def test_summary_shows_hits_misses_aggregates_and_the_shipping_backlog(staff_client, logs):
     EdgeLogPosition.objects.create(
-        path="/var/log/nginx/fibonacci-edge.log",
+        path="/var/log/nginx/fibonacci-edge.jsonl",
         inode=7,
         offset=100,
         lag_bytes=4321,
@@ -151,7 +151,7 @@ def test_summary_shows_hits_misses_aggregates_and_the_shipping_backlog(staff_cli
     assert summary.aggregated_total == 570  # the month-old aggregate is outside the period
     page = response.content.decode()
     assert "75.0% of hits and misses" in page
-    assert "4321" in page and "/var/log/nginx/fibonacci-edge.log" in page
+    assert "4321" in page and "/var/log/nginx/fibonacci-edge.jsonl" in page
 
 
 def test_prune_deletes_aggregates_older_than_the_retention():

@@ -21,7 +21,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("path", help="The edge log, e.g. /var/log/nginx/fibonacci-edge.log.")
+        parser.add_argument("path", help="The edge log, e.g. /var/log/nginx/fibonacci-edge.jsonl.")
         parser.add_argument(
             "--once", action="store_true", help="Ship what is there, then exit (for cron or tests)."
         )
