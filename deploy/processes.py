@@ -202,6 +202,17 @@ def stop_process(
     return process.returncode
 
 
+def start_edge_log_shipper(
+    edge_log: Path, *, env: Mapping[str, str], log_path: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`manage.py ship_edge_log`: the edge log into the request log, as its systemd unit runs it."""
+    return start_process(
+        [sys.executable, "manage.py", "ship_edge_log", str(edge_log), "--poll-interval", "0.2"],
+        env=env,
+        log_path=log_path,
+    )
+
+
 def stop_nginx(process: subprocess.Popen[bytes]) -> int:
     """SIGQUIT: nginx stops accepting and finishes the requests in flight."""
     return stop_process(process, graceful_signal=signal.SIGQUIT, timeout_seconds=10)

@@ -35,10 +35,12 @@ from deploy.processes import (
     manage,
     service_environment,
     shell_service_variables,
+    start_edge_log_shipper,
     start_gunicorn,
     start_nginx,
     stop_gunicorn,
     stop_nginx,
+    stop_process,
     wait_until_ready,
 )
 
@@ -138,6 +140,9 @@ def run_stack(
         gunicorn = start_gunicorn(env=env)
         processes.append(("gunicorn", gunicorn))
         wait_until_ready(f"http://127.0.0.1:{app_port}/healthz", process=gunicorn)
+        if edge_files is not None:
+            # Started before nginx and stopped after it: it ships the last lines too.
+            processes.append(("ship_edge_log", start_edge_log_shipper(edge_files.log, env=env)))
         nginx = start_nginx(layout)
         processes.append(("nginx", nginx))
         wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=nginx)
@@ -166,6 +171,8 @@ def run_stack(
         for name, process in reversed(processes):
             if name == "nginx":
                 stop_nginx(process)
+            elif name == "ship_edge_log":
+                stop_process(process)
             else:
                 stop_gunicorn(process)
         print("stack: stopped", flush=True)
