@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import psycopg
 
@@ -18,12 +17,11 @@ from deploy import nginx, processes
 from tests.processes import service_environment
 
 from .conftest import GENEROUS_NGINX, NginxInstance
-from .test_request_log_faults import (  # noqa: F401 - the fixtures, used by name
-    _assert_each_once,
-    _wait_for_rows,
-    log_database,
-    private_postgres,
-)
+from . import test_request_log_faults as faults
+
+# The private PostgreSQL cluster and its fresh database, as the fault tests use them.
+private_postgres = faults.private_postgres
+log_database = faults.log_database
 
 # The budget: small enough that some requests are refused (429s are logged too).
 BUDGET = 40
@@ -47,7 +45,7 @@ def test_every_request_arrives_once_across_reload_rotation_restart_and_outage(
     stack_factory,
     private_postgres,
     log_database,
-    client_address,  # noqa: F811
+    client_address,
 ):
     database_url, stored = log_database
     processes.manage(
@@ -93,11 +91,11 @@ def test_every_request_arrives_once_across_reload_rotation_restart_and_outage(
         private_postgres.start()
         _send(edge, client_address, 10, answered)
 
-        rows = _wait_for_rows(stored, set(answered), within_seconds=60)
+        rows = faults._wait_for_rows(stored, set(answered), within_seconds=60)
     finally:
         processes.stop_process(shipper)
 
-    _assert_each_once(rows, set(answered))
+    faults._assert_each_once(rows, set(answered))
     assert sorted(set(answered.values())) == [200, 429]
     caches = _cache_column(database_url)
     statuses_by_cache = {
