@@ -9,6 +9,7 @@ so the two tiers cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -91,15 +92,15 @@ if _log_format == "json":
 # multiprocess mode). The directory is this instance's own: by default one per
 # bind address in memory (/dev/shm). It must exist before the preloaded app
 # opens its files, so it is made here; the master empties it when it starts
-# (on_starting) and forgets each worker that exits (child_exit).
+# (on_starting), forgets each worker that exits (child_exit) and, when it stops,
+# empties it again and removes the default one (on_exit).
 _metrics = env_bool("FIB_METRICS", default=True)
 metrics_dir = ""
+_shm = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+_instance = re.sub(r"[^A-Za-z0-9.-]+", "_", ",".join(bind))
+_default_metrics_dir = f"{_shm}/fibonacci-metrics-{os.getuid()}-{_instance}"
 if _metrics:
-    _shm = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
-    _instance = re.sub(r"[^A-Za-z0-9.-]+", "_", ",".join(bind))
-    metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR") or (
-        f"{_shm}/fibonacci-metrics-{os.getuid()}-{_instance}"
-    )
+    metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR") or _default_metrics_dir
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.makedirs(metrics_dir, exist_ok=True)
 else:  # counted nowhere: prometheus-client must not look for the directory
@@ -112,6 +113,18 @@ def post_fork(server: Any, worker: Any) -> None:
         from fibproject import metrics
 
         metrics.worker_started(configured_workers=server.cfg.workers)
+
+
+def on_exit(server: Any) -> None:
+    """The counts end with the instance: empty the directory, and remove it if it is ours."""
+    if metrics_dir:
+        from fibproject.metrics import empty_metrics_directory
+
+        empty_metrics_directory(metrics_dir)
+        if metrics_dir == _default_metrics_dir:
+            # Something else put there stays, and the directory with it.
+            with contextlib.suppress(OSError):
+                os.rmdir(metrics_dir)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -245,3 +246,29 @@ def test_recycled_workers_counts_stay_and_their_files_go(tmp_path):
         assert len(files) <= 2 * 4 + 2, files
     finally:
         processes.stop_gunicorn(process)
+    # The counts end with the instance; a configured directory itself stays.
+    assert list(metrics_dir.iterdir()) == []
+
+
+def test_the_default_metrics_directory_goes_with_the_instance(tmp_path):
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm: the default directory is elsewhere")
+    port = processes.free_port()
+    env = processes.service_environment(
+        DATABASE_URL="sqlite:///:memory:",
+        FIB_RATE_LIMIT_ENABLED="false",
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="2",
+    )
+    # As docs/configuration.md names it: per user and bind address, in memory.
+    directory = Path(f"/dev/shm/fibonacci-metrics-{os.getuid()}-127.0.0.1_{port}")
+    process = processes.start_gunicorn(env=env, log_path=tmp_path / "gunicorn.out")
+    try:
+        processes.wait_until_ready(
+            f"http://127.0.0.1:{port}/healthz", process=process, timeout_seconds=60
+        )
+        assert _get(port, "/api/v1/fibonacci/?n=3")[0] == 200
+        assert any(directory.iterdir())
+    finally:
+        processes.stop_gunicorn(process)
+    assert not directory.exists()
