@@ -4,7 +4,8 @@ One row per counter store: `edge-redis` (the app's Redis counters) and
 `edge-shm` (nginx's shared memory). Each gets its own files under the scratch
 directory (the policy written by the app's `manage.py edge_policy` under the
 settings the row is for, the edge log, the cache), as `make stack` makes them
-(deploy/stack.py), and its own `manage.py ship_edge_log` process, so that the
+(deploy/stack.py), and its own `manage.py ship_edge_log` process (started as
+make stack starts it), so that the
 rows pay for the whole policy and log: every request is counted, written to
 the edge log and shipped into the request log while the row is measured.
 """
@@ -12,13 +13,12 @@ the edge log and shipped into the request log while the row is measured.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from frontend import Front
-from servers import PROJECT_DIR, RunningServer, base_environment, stop
+from servers import RunningServer, base_environment, stop
 
 from deploy import processes
 from deploy.nginx import make_world_readable_dir
@@ -56,10 +56,8 @@ def edge_fronts(
             env = base_environment(_settings(app_settings, store))
             prefix = make_world_readable_dir(scratch / f"edge-files-{name}{label}")
             edge = stack_edge(prefix, env=env)
-            shipper = processes.start_process(
-                [sys.executable, str(PROJECT_DIR / "manage.py"), "ship_edge_log", str(edge.log)],
-                env=env,
-                log_path=prefix / "ship_edge_log.out",
+            shipper = processes.start_edge_log_shipper(
+                edge.log, env=env, log_path=prefix / "ship_edge_log.out"
             )
             running.callback(stop, shipper)
             fronts.append(Front(name=name, upstream=upstream, options={**shield, "edge": edge}))
