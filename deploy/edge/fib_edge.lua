@@ -210,6 +210,8 @@ local function outage(err)
             policy.fail_closed and "refusing requests" or "not limiting",
             " for ", policy.outage_seconds, " s")
     end
+    -- The decision, for the edge log's "l" (and the metrics counted from it).
+    ngx.var.fib_limit = policy.fail_closed and "fail_closed" or "fail_open"
     if policy.fail_closed then
         local unavailable = policy.unavailable
         return refuse(503, unavailable.body, unavailable.headers, unavailable.retry_after)

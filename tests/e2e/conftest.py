@@ -381,6 +381,7 @@ class StackFactory:
     database_url: str
     apps: list[AppInstance] = field(default_factory=list)
     nginxes: list[NginxInstance] = field(default_factory=list)
+    shippers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_apps(
         self, count: int, *, workers: int = 2, ports: list[int] | None = None, **env: str
@@ -411,13 +412,14 @@ class StackFactory:
         return started
 
     def start_nginx(
-        self, apps: list[AppInstance], *, edge: bool = False, **render: Any
+        self, apps: list[AppInstance], *, edge: bool = False, ship: bool = True, **render: Any
     ) -> NginxInstance:
         """nginx rendered from deploy/nginx.conf in a prefix of its own, in front of apps.
 
         Its proxy timeouts are rendered for gunicorn's timeout under the apps'
         environment, as `make stack` does; with `edge`, the edge's policy is
-        written by the app under the first app's environment, as `make stack` does.
+        written by the app under the first app's environment and (unless not
+        `ship`) the edge log is shipped into its request log, as `make stack` does.
         """
         port = free_port()
         layout = NginxLayout(make_world_readable_dir(self.workdir / f"nginx-{port}"))
@@ -442,6 +444,12 @@ class StackFactory:
         nginx.prepare_nginx(layout, conf_text=conf_text)
         process = processes.start_nginx(layout)
         instance = NginxInstance(port, layout, process, edge_files)
+        if edge_files is not None and ship:
+            self.shippers.append(
+                processes.start_edge_log_shipper(
+                    edge_files.log, env=apps[0].env, log_path=layout.prefix / "shipper.out"
+                )
+            )
         self.nginxes.append(instance)
         processes.wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=process)
         return instance
@@ -450,6 +458,8 @@ class StackFactory:
         """nginx first, then gunicorn gracefully; anything left is killed by its pid."""
         for front in self.nginxes:
             processes.stop_nginx(front.process)
+        for shipper in self.shippers:
+            processes.stop_process(shipper)
         for app in self.apps:
             processes.stop_gunicorn(app.process, graceful_timeout=15)
 

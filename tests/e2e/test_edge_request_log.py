@@ -16,8 +16,8 @@ import psycopg
 from deploy import nginx, processes
 from tests.processes import service_environment
 
-from .conftest import GENEROUS_NGINX, NginxInstance
 from . import test_request_log_faults as faults
+from .conftest import GENEROUS_NGINX, NginxInstance
 
 # The private PostgreSQL cluster and its fresh database, as the fault tests use them.
 private_postgres = faults.private_postgres
@@ -58,7 +58,7 @@ def test_every_request_arrives_once_across_reload_rotation_restart_and_outage(
     (app,) = stack_factory.start_apps(
         1, DATABASE_URL=database_url, FIB_RATE_LIMIT=f"{BUDGET}/h", FIB_RATE_LIMIT_LARGE="10/h"
     )
-    edge = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
+    edge = stack_factory.start_nginx([app], edge=True, ship=False, **GENEROUS_NGINX)
     assert edge.edge is not None
     log = edge.edge.log
     shipper_output = stack_factory.workdir / "shipper.out"
@@ -95,6 +95,11 @@ def test_every_request_arrives_once_across_reload_rotation_restart_and_outage(
     finally:
         processes.stop_process(shipper)
 
+    order = list(answered)
+    missing = sorted(order.index(rid) for rid in set(answered) - set(rows))
+    assert not missing, f"requests {missing} have no row; the shipper said:\n" + (
+        shipper_output.read_text()[-3000:] if shipper_output.exists() else "nothing"
+    )
     faults._assert_each_once(rows, set(answered))
     assert sorted(set(answered.values())) == [200, 429]
     caches = _cache_column(database_url)
