@@ -33,6 +33,7 @@ from deploy.nginx import (
 )
 from deploy.processes import gunicorn_setting
 from deploy.stack import run_stack
+from fibonacci.ratelimit.identity import UNIX_SOCKET, parse_trusted_proxies
 from fibproject.env import parse_int
 
 
@@ -41,6 +42,17 @@ def _positive_int(text: str) -> int:
         return parse_int(text, minimum=1)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _network(text: str) -> str:
+    """An address or CIDR, as FIB_TRUSTED_PROXIES reads them (fibonacci.ratelimit.identity)."""
+    try:
+        parse_trusted_proxies([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if text == UNIX_SOCKET:
+        raise argparse.ArgumentTypeError("nginx's clients come over TCP: an address or CIDR")
+    return text
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--pid-file", default="/run/nginx.pid", help="as in nginx.service")
     render.add_argument("--log-dir", default="/var/log/nginx", help="error.log, access.log")
     render.add_argument("--user", default="www-data", help="the user nginx's workers run as")
+    render.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        type=_network,
+        metavar="CIDR",
+        help="a proxy in front of nginx whose X-Real-IP names the client (a load balancer); "
+        "repeat for several (default: none, the connecting address is the client)",
+    )
     edge = render.add_argument_group("the edge (docs/edge.md)")
     edge.add_argument(
         "--no-edge",
@@ -210,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             user=f"user {args.user};",
             tls=tls,
             edge=edge,
+            trusted_proxies=args.trusted_proxy,
             limit_req_rate=args.limit_req_rate,
             limit_req_burst=args.limit_req_burst,
             limit_conn=args.limit_conn,

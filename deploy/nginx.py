@@ -211,6 +211,15 @@ def _redirect_server(tls: TlsFiles | None, server_name: str, *, ipv6: bool) -> s
     )
 
 
+def _real_ip_lines(trusted_proxies: Sequence[str]) -> list[str]:
+    if not trusted_proxies:
+        return ["# No proxy in front of nginx: the connecting address is the client."]
+    return [
+        *(f"set_real_ip_from {proxy};" for proxy in trusted_proxies),
+        "real_ip_header X-Real-IP;",
+    ]
+
+
 def _indented_block(text: str, *, placeholder: str, lines: Sequence[str]) -> str:
     """Replace each line holding only `{{ placeholder }}` by lines, at that line's indent."""
     pattern = re.compile(r"^([ \t]*)\{\{ " + placeholder + r" \}\}[ \t]*$", flags=re.MULTILINE)
@@ -235,6 +244,7 @@ def render_nginx_conf(
     limit_conn: int = DEFAULT_LIMIT_CONN,
     tls: TlsFiles | None = None,
     edge: EdgeFiles | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> str:
     """deploy/nginx.conf with its placeholders filled in.
 
@@ -244,6 +254,8 @@ def render_nginx_conf(
     listen is one `listen` value or several (IPv4 and IPv6); server_name the
     host names served, every other being refused by a default server.
     edge: the edge's files, or None for no edge (every API request reaches the app).
+    trusted_proxies: addresses or CIDRs of proxies in front of nginx whose
+    X-Real-IP names the client (none: the connecting address is the client).
     """
     if not upstreams:
         raise ValueError("nginx needs at least one upstream server")
@@ -288,6 +300,7 @@ def render_nginx_conf(
     for placeholder, block in _edge_blocks(edge).items():
         text = _PLACEHOLDER_LINE(placeholder).sub(block.replace("\\", "\\\\"), text)
     blocks = {
+        "real_ip": _real_ip_lines(trusted_proxies),
         "server_listen": _listen_lines(listens, default_server=False),
         "default_server_listen": _listen_lines(listens, default_server=True),
         # Before the security headers: the error locations hold that placeholder too.

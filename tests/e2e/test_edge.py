@@ -517,3 +517,25 @@ def test_the_shields_refusals_are_one_aggregate_not_a_line_each(stack_factory, c
     aggregates = reload_and_wait_for_aggregates(edge, client=client_address)
     assert [(a["why"], a["s"], a["n"]) for a in aggregates] == [("shield", 429, 7)]
     assert len(edge_log(edge, client=client_address)) == 3
+
+
+# --- A proxy in front of nginx -----------------------------------------------------------
+
+
+def test_behind_a_trusted_proxy_the_edge_counts_the_client_it_names(stack_factory):
+    (app,) = stack_factory.start_apps(1, FIB_RATE_LIMIT="3/h")
+    edge = stack_factory.start_nginx([app], edge=True, trusted_proxies=["127.0.0.1"])
+    url = unique_sequence_url()
+    named, spoofer = new_client_address(), new_client_address()
+
+    # 127.0.0.1 stands for the load balancer: its X-Real-IP is the client.
+    through_proxy = [
+        edge.get(url, source="127.0.0.1", headers={"X-Real-IP": named}) for _ in range(4)
+    ]
+    # Anyone else's X-Real-IP is ignored: the spoofer spends its own budget.
+    spoofed = edge.get(url, source=spoofer, headers={"X-Real-IP": named})
+
+    assert [reply.status for reply in through_proxy] == [200] * 3 + [429]
+    assert spoofed.status == 200 and remaining(spoofed) == {"default": 2}
+    assert [line["c"] for line in edge_log(edge, client=named, count=4)] == [named] * 4
+    assert len(edge_log(edge, client=spoofer, count=1)) == 1

@@ -278,3 +278,18 @@ def test_every_upstream_is_listed_with_failover(tmp_path):
     assert _directives(conf_text, "limit_req_status") == ["429"]
     assert _directives(conf_text, "limit_conn_status") == ["429"]
     assert _directives(conf_text, "server_tokens") == ["off"]
+
+
+def test_render_trusts_x_real_ip_only_from_the_proxies_it_is_given():
+    plain = _cli("render", "--gunicorn-timeout", "30", *RENDER_ARGS)
+    behind = _cli(
+        *["render", "--gunicorn-timeout", "30", *RENDER_ARGS],
+        *["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "2001:db8::1"],
+    )
+    refused = _cli("render", "--gunicorn-timeout", "30", *RENDER_ARGS, "--trusted-proxy", "lb")
+
+    assert plain.returncode == 0 and behind.returncode == 0, plain.stderr + behind.stderr
+    assert _directives(plain.stdout, "set_real_ip_from") == []
+    assert _directives(behind.stdout, "set_real_ip_from") == ["10.0.0.0/8", "2001:db8::1"]
+    assert _directives(behind.stdout, "real_ip_header") == ["X-Real-IP"]
+    assert refused.returncode == 2 and "--trusted-proxy" in refused.stderr
