@@ -67,7 +67,7 @@ class NginxLayout:
 
     @property
     def access_log(self) -> Path:
-        """nginx's access log: one line per request with upstream, times and request id."""
+        """nginx's access log: one JSON object per request, with upstream, times and request id."""
         return self.prefix / "access.log"
 
 

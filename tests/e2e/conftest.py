@@ -353,21 +353,23 @@ class NginxInstance:
     layout: NginxLayout
     process: subprocess.Popen[bytes]
     edge: nginx.EdgeFiles | None = None
+    # Where its edge log shipper serves the edge's metrics (start_nginx's shipper_metrics).
+    shipper_metrics_port: int | None = None
 
     def get(self, path: str, **kwargs: Any) -> Reply:
         """A request through this nginx."""
         return http_request(self.port, path, **kwargs)
 
-    def access_log_lines(self) -> list[str]:
-        """nginx's access log: one line per request, with upstream= and rid=."""
-        return self.layout.access_log.read_text().splitlines()
+    def access_log_entries(self) -> list[dict[str, Any]]:
+        """nginx's access log: one JSON object per request, with its upstream and request id."""
+        return [json.loads(line) for line in self.layout.access_log.read_text().splitlines()]
 
     def upstreams_for(self, client_ip: str) -> list[str]:
         """The upstream that answered each logged request from client_ip, in order."""
         return [
-            line.split(" upstream=")[1].split()[0]
-            for line in self.access_log_lines()
-            if line.startswith(client_ip + " ")
+            entry["upstream"]
+            for entry in self.access_log_entries()
+            if entry["client_ip"] == client_ip
         ]
 
 
@@ -412,14 +414,21 @@ class StackFactory:
         return started
 
     def start_nginx(
-        self, apps: list[AppInstance], *, edge: bool = False, ship: bool = True, **render: Any
+        self,
+        apps: list[AppInstance],
+        *,
+        edge: bool = False,
+        ship: bool = True,
+        shipper_metrics: bool = False,
+        **render: Any,
     ) -> NginxInstance:
         """nginx rendered from deploy/nginx.conf in a prefix of its own, in front of apps.
 
         Its proxy timeouts are rendered for gunicorn's timeout under the apps'
         environment, as `make stack` does; with `edge`, the edge's policy is
         written by the app under the first app's environment and (unless not
-        `ship`) the edge log is shipped into its request log, as `make stack` does.
+        `ship`) the edge log is shipped into its request log, as `make stack` does;
+        with `shipper_metrics`, the shipper serves the edge's metrics on a port of its own.
         """
         port = free_port()
         layout = NginxLayout(make_world_readable_dir(self.workdir / f"nginx-{port}"))
@@ -445,9 +454,13 @@ class StackFactory:
         process = processes.start_nginx(layout)
         instance = NginxInstance(port, layout, process, edge_files)
         if edge_files is not None and ship:
+            instance.shipper_metrics_port = free_port() if shipper_metrics else None
             self.shippers.append(
                 processes.start_edge_log_shipper(
-                    edge_files.log, env=apps[0].env, log_path=layout.prefix / "shipper.out"
+                    edge_files.log,
+                    env=apps[0].env,
+                    log_path=layout.prefix / "shipper.out",
+                    metrics_port=instance.shipper_metrics_port,
                 )
             )
         self.nginxes.append(instance)
