@@ -1,6 +1,6 @@
 """The command line of deploy/: `python -m deploy stack` (what `make stack` runs) and `render`.
 
-    python -m deploy stack [--port 8080] [--app-port 8001] [--limit-...]
+    python -m deploy stack [--port 8080] [--app-port 8001] [--edge-metrics-port 9145] [--limit-...]
     python -m deploy render --env-file /etc/fibonacci/env --upstream 127.0.0.1:8000 \\
         --static-root /srv/fibonacci/static --server-name api.example.com [--tls-...] [--limit-...]
         [--no-edge | --edge-policy ... --edge-log ... --edge-cache-dir ...]
@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="edge",
         action="store_false",
         help="no limiter or cache in nginx: every API request reaches the app (docs/edge.md)",
+    )
+    stack.add_argument(
+        "--edge-metrics-port",
+        type=int,
+        default=9145,
+        help="loopback port of the edge's metrics, served by the edge log shipper "
+        "(default 9145, as deploy/prometheus/prometheus.yml scrapes)",
     )
     _add_limit_options(stack)
 
@@ -196,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit_req_burst=args.limit_req_burst,
             limit_conn=args.limit_conn,
             edge=args.edge,
+            edge_metrics_port=args.edge_metrics_port,
         )
 
     if bool(args.tls_certificate) != bool(args.tls_key):

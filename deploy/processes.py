@@ -203,14 +203,27 @@ def stop_process(
 
 
 def start_edge_log_shipper(
-    edge_log: Path, *, env: Mapping[str, str], log_path: Path | None = None
+    edge_log: Path,
+    *,
+    env: Mapping[str, str],
+    log_path: Path | None = None,
+    metrics_port: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`manage.py ship_edge_log`: the edge log into the request log, as its systemd unit runs it."""
-    return start_process(
-        [sys.executable, "manage.py", "ship_edge_log", str(edge_log), "--poll-interval", "0.2"],
-        env=env,
-        log_path=log_path,
-    )
+    """`manage.py ship_edge_log`: the edge log into the request log, as its systemd unit runs it.
+
+    With metrics_port, it serves the edge's metrics on 127.0.0.1:metrics_port.
+    """
+    command = [
+        sys.executable,
+        "manage.py",
+        "ship_edge_log",
+        str(edge_log),
+        "--poll-interval",
+        "0.2",
+    ]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return start_process(command, env=env, log_path=log_path)
 
 
 def stop_nginx(process: subprocess.Popen[bytes]) -> int:

@@ -95,11 +95,13 @@ def run_stack(
     limit_req_burst: int,
     limit_conn: int,
     edge: bool = True,
+    edge_metrics_port: int = 9145,
 ) -> int:
     """Serve the stack on 127.0.0.1:port until SIGINT or SIGTERM; return the exit status.
 
     With `edge` (the default), nginx counts the budgets and caches answers, and
-    the edge log is shipped into the request log by a ship_edge_log process."""
+    the edge log is shipped into the request log by a ship_edge_log process,
+    which serves the edge's metrics on 127.0.0.1:edge_metrics_port."""
     prefix = make_world_readable_dir(Path(tempfile.mkdtemp(prefix="fibonacci-stack-")))
     env = stack_environment(prefix=prefix, app_bind=f"127.0.0.1:{app_port}")
     static_root = make_world_readable_dir(Path(env["DJANGO_STATIC_ROOT"]))
@@ -142,7 +144,16 @@ def run_stack(
         wait_until_ready(f"http://127.0.0.1:{app_port}/healthz", process=gunicorn)
         if edge_files is not None:
             # Started before nginx and stopped after it: it ships the last lines too.
-            processes.append(("ship_edge_log", start_edge_log_shipper(edge_files.log, env=env)))
+            shipper = start_edge_log_shipper(
+                edge_files.log, env=env, metrics_port=edge_metrics_port
+            )
+            processes.append(("ship_edge_log", shipper))
+            metrics_url = f"http://127.0.0.1:{edge_metrics_port}/metrics"
+            wait_until_ready(metrics_url, process=shipper)
+            print(
+                f"stack: edge metrics on {metrics_url} (ship_edge_log pid {shipper.pid})",
+                flush=True,
+            )
         nginx = start_nginx(layout)
         processes.append(("nginx", nginx))
         wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=nginx)

@@ -267,7 +267,10 @@ class RecordParser:
 
         Raises EdgeLineError for a line that is neither.
         """
-        fields = decode_edge_line(line)
+        return self.edge_fields(decode_edge_line(line))
+
+    def edge_fields(self, fields: Mapping[str, Any]) -> tuple[EdgeLineKind, Row]:
+        """edge_line for a line already decoded (decode_edge_line)."""
         kind = fields.get("k")
         if kind == "r":
             record, cache = edge_record(fields)

@@ -16,6 +16,10 @@ that is not `<path>`'s, it finishes `<path>.1` first when that is the file.
 The database down: the position stays, lines wait in the file, the batch is
 tried again with a backoff up to RETRY_MAX_SECONDS, logged once a minute.
 A line that is not the contract's is counted, logged and skipped.
+
+With `metrics` (requestlog.edge_metrics), the lines of each committed batch
+are counted there too: the edge's requests, limiter decisions and the
+shipping, served by `ship_edge_log --metrics-port`.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .edge_metrics import EdgeMetrics, Tally
 from .models import EdgeLogPosition
-from .rows import RecordParser, Row
+from .rows import RecordParser, Row, decode_edge_line
 from .writer import ROW_ERRORS, insert_aggregates, insert_each, insert_rows
 
 logger = logging.getLogger(__name__)
@@ -128,6 +133,7 @@ class EdgeLogShipper:
         using: str = DEFAULT_DB_ALIAS,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = timezone.now,
+        metrics: EdgeMetrics | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self.batch_lines = batch_lines
@@ -143,6 +149,9 @@ class EdgeLogShipper:
         self.shipped_lines = 0
         self.skipped_lines = 0
         self._skips_unreported = 0
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_lag(self.lag_bytes_now)
 
     # --- One step -------------------------------------------------------------
 
@@ -172,6 +181,23 @@ class EdgeLogShipper:
     def switch_pending(self) -> bool:
         """The log was rotated and the shipper waits out the grace before moving on."""
         return self._new_file_seen is not None
+
+    def lag_bytes_now(self) -> float:
+        """Bytes written but not shipped, from the committed offset and the files now.
+
+        Safe from another thread (a scrape). Before the position is read (the
+        database down at start), every byte of `<path>` and `<path>.1`.
+        """
+        log = self._log
+        current = _stat(self.path)
+        if log is None:
+            rotated = _stat(self.path + ROTATED_SUFFIX)
+            return float(sum(found.st_size for found in (current, rotated) if found is not None))
+        try:
+            size: int | None = log.size()
+        except (OSError, ValueError):  # closed under us by a switch: the new file next time
+            size = None
+        return float(_behind(inode=log.inode, offset=log.offset, inode_size=size, current=current))
 
     def close(self) -> None:
         """Close the file being read."""
@@ -255,6 +281,8 @@ class EdgeLogShipper:
         except BaseException:
             following.close()
             raise
+        if self.metrics is not None:
+            self.metrics.skipped.inc(unfinished)
         logger.info(
             "edge log shipper: %s rotated; inode %d shipped, now reading inode %d",
             self.path,
@@ -298,24 +326,36 @@ class EdgeLogShipper:
         assert self._log is not None
         requests: list[Row] = []
         aggregates: list[Row] = []
+        tally = Tally()
         malformed = 0
         for line in lines:
             try:
                 if line is None:
                     raise ValueError(f"longer than {READ_BYTES} bytes")
-                kind, row = self.parser.edge_line(line)
+                fields = decode_edge_line(line)
+                kind, row = self.parser.edge_fields(fields)
             except Exception as exc:  # noqa: BLE001 - one bad line must not stop the log
                 malformed += 1
                 self._warn_skipped(f"a malformed line ({exc}): {(line or b'')[:SAMPLE_BYTES]!r}")
                 continue
             (requests if kind == "request" else aggregates).append(row)
+            if self.metrics is not None:
+                # A row the database refuses below is still a request the edge answered.
+                tally.add(kind, row, fields)
         with transaction.atomic(using=self.using):
             refused = self._insert(requests, insert_rows) + self._insert(
                 aggregates, insert_aggregates
             )
-            self._write_position(self._log.inode, end, skipped=malformed + refused, shipped=True)
+            committed_at = self._write_position(
+                self._log.inode, end, skipped=malformed + refused, shipped=True
+            )
         self._log.offset = end
-        self.shipped_lines += len(lines) - malformed - refused
+        shipped = len(lines) - malformed - refused
+        self.shipped_lines += shipped
+        if self.metrics is not None:
+            self.metrics.committed(
+                tally, shipped=shipped, skipped=malformed + refused, at=committed_at
+            )
 
     def _insert(self, rows: list[Row], insert: Callable[..., None]) -> int:
         # A row the database refuses for what it holds (too long, a NUL) is
@@ -338,7 +378,8 @@ class EdgeLogShipper:
             self._warn_skipped(f"a line the database refused: {row!r:.{SAMPLE_BYTES}}")
         return len(refused)
 
-    def _write_position(self, inode: int, offset: int, *, skipped: int, shipped: bool) -> None:
+    def _write_position(self, inode: int, offset: int, *, skipped: int, shipped: bool) -> datetime:
+        """Store the position (in the caller's transaction, if any); returns the time stored."""
         assert self._log is not None
         now = self._now()
         current = _stat(self.path)
@@ -364,6 +405,7 @@ class EdgeLogShipper:
                 )
         self._position_written = self._clock()
         self.skipped_lines += skipped
+        return now
 
     # --- Logging ----------------------------------------------------------------
 

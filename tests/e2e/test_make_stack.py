@@ -30,7 +30,7 @@ def test_stack_serves_through_nginx_and_stops_everything_it_started(
     e2e_programs, e2e_database_url, e2e_redis, e2e_workdir
 ):
     redis_url, key_prefix = e2e_redis
-    port, app_port = free_port(), free_port()
+    port, app_port, metrics_port = free_port(), free_port(), free_port()
     output = e2e_workdir / f"stack-{port}.out"
     env = {
         key: value
@@ -47,6 +47,7 @@ def test_stack_serves_through_nginx_and_stops_everything_it_started(
             [
                 *[sys.executable, "-m", "deploy", "stack"],
                 *["--port", str(port), "--app-port", str(app_port)],
+                *["--edge-metrics-port", str(metrics_port)],
             ],
             cwd=PROJECT_DIR,
             env=env,
@@ -71,6 +72,12 @@ def test_stack_serves_through_nginx_and_stops_everything_it_started(
         assert reply.status == 200 and reply.json()["sequence"] == [0, 1, 1, 2, 3]
         assert reply.header("Server") == "nginx"
         assert http_request(port, "/static/admin/css/base.css").status == 200
+        # The edge's metrics, from its log shipper, on the port the stack printed.
+        assert f"edge metrics on http://127.0.0.1:{metrics_port}/metrics".encode() in (
+            output.read_bytes()
+        )
+        metrics = http_request(metrics_port, "/metrics")
+        assert metrics.status == 200 and b"fib_edge_log_shipped_total" in metrics.body
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, output.read_text()
