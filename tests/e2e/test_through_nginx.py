@@ -287,3 +287,13 @@ def test_the_largest_window_arrives_whole_and_exact(nginx, app, client_address, 
     assert head.status == 200
     assert head.body == b""
     assert head.header("Content-Length") == str(len(text.body))
+
+
+# Every form the app would route to its metrics view (Django decodes the path as nginx does).
+@pytest.mark.parametrize("path", ["/metrics", "/metrics?from=nginx", "/%6detrics"])
+def test_metrics_are_refused_by_nginx_itself(nginx, app, client_address, path):
+    # The test's clients are on loopback, which the app would serve /metrics to.
+    reply = nginx.get(path, source=client_address)
+    assert reply.status == 404
+    assert b"fib_" not in reply.body
+    assert "etrics" not in app.access_log_text()
