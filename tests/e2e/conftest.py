@@ -465,6 +465,11 @@ class StackFactory:
             )
         self.nginxes.append(instance)
         processes.wait_until_ready(f"http://127.0.0.1:{port}/healthz", process=process)
+        if instance.shipper_metrics_port is not None:
+            processes.wait_until_ready(
+                f"http://127.0.0.1:{instance.shipper_metrics_port}/metrics",
+                process=self.shippers[-1],
+            )
         return instance
 
     def stop_all(self) -> None:

@@ -55,10 +55,6 @@ def edge(stack_factory: StackFactory) -> NginxInstance:
     (app,) = stack_factory.start_apps(1, FIB_RATE_LIMIT=f"{BUDGET}/h")
     instance = stack_factory.start_nginx([app], edge=True, shipper_metrics=True, **GENEROUS_NGINX)
     assert instance.shipper_metrics_port is not None
-    processes.wait_until_ready(
-        f"http://127.0.0.1:{instance.shipper_metrics_port}/metrics",
-        process=stack_factory.shippers[-1],
-    )
     return instance
 
 
@@ -100,23 +96,61 @@ def test_prometheus_reads_back_the_edges_hits_misses_and_refusals(edge, promethe
     assert app_metrics._query(prometheus, 'up{job="fibonacci-edge"}') == 1
 
 
+def _exposition_with(edge: NginxInstance, *expected: str) -> bytes:
+    """The shipper's exposition once it holds every expected line (10 s at most)."""
+    metrics_url = f"http://127.0.0.1:{edge.shipper_metrics_port}/metrics"
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+            exposition: bytes = reply.read()
+        lines = exposition.decode().splitlines()
+        if all(line in lines for line in expected) or time.monotonic() > deadline:
+            return exposition
+        time.sleep(0.1)
+
+
 def test_the_shippers_exposition_passes_promtool(edge, client_address):
     for url in URLS:
         assert edge.get(url, source=client_address).status == 200
-    metrics_url = f"http://127.0.0.1:{edge.shipper_metrics_port}/metrics"
     promtool = require_program("promtool")
     expected = 'fib_edge_requests_total{cache="miss",status="200"} 3.0'
-    exposition = b""
-    for _ in range(100):
-        with urllib.request.urlopen(metrics_url, timeout=10) as reply:
-            exposition = reply.read()
-        if expected.encode() in exposition:
-            break
-        time.sleep(0.1)
-    assert expected.encode() in exposition, exposition.decode()
+    exposition = _exposition_with(edge, expected)
+    assert expected in exposition.decode().splitlines(), exposition.decode()
     result = subprocess.run(
         [promtool, "check", "metrics"], input=exposition, capture_output=True, check=False
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     # No address or path in any label.
     assert client_address.encode() not in exposition and b"/api/" not in exposition
+
+
+def _dead_redis_url() -> str:
+    return f"redis://127.0.0.1:{processes.free_port()}/0"
+
+
+@pytest.mark.parametrize(
+    ("fail_closed", "status", "decision"),
+    [("false", "200", "fail_open"), ("true", "503", "fail_closed")],
+    ids=["open", "closed"],
+)
+def test_the_edges_counters_down_are_counted_by_decision(
+    stack_factory, client_address, fail_closed, status, decision
+):
+    (app,) = stack_factory.start_apps(
+        1, REDIS_URL=_dead_redis_url(), FIB_RATE_LIMIT_FAIL_CLOSED=fail_closed
+    )
+    edge = stack_factory.start_nginx([app], edge=True, shipper_metrics=True, **GENEROUS_NGINX)
+    replies = [edge.get(f"/api/v1/fibonacci/?n={3 + i}", source=client_address) for i in range(4)]
+    assert [reply.status for reply in replies] == [int(status)] * 4
+
+    expected = [
+        f'fib_edge_limiter_decisions_total{{decision="{decision}"}} 4.0',
+        "fib_edge_counters_unavailable_total 4.0",
+        'fib_edge_limiter_decisions_total{decision="allowed"} 0.0',
+    ]
+    lines = _exposition_with(edge, *expected).decode().splitlines()
+    assert [line for line in expected if line not in lines] == [], lines
+    answered = [line for line in lines if line.startswith("fib_edge_requests_total{")]
+    # Failing open the app answers (misses); failing closed the edge's 503 precedes the cache.
+    cache = "miss" if decision == "fail_open" else ""
+    assert answered == [f'fib_edge_requests_total{{cache="{cache}",status="{status}"}} 4.0']
