@@ -106,7 +106,7 @@ def edge_sections() -> dict[str, str]:
 
 
 def _edge_blocks(edge: EdgeFiles | None) -> dict[str, str]:
-    names = ("modules", "http", "server", "api", "shield")
+    names = ("modules", "http", "server", "api", "shield", "error", "default_server")
     if edge is None:
         off = "# The edge is off: the app counts and logs every API request itself."
         return {f"edge_{name}": off if name in {"modules", "api"} else "" for name in names}

@@ -92,6 +92,7 @@ def _counters() -> dict[str, Any]:
         "store": "redis",
         **address,
         "db": int(db or 0),
+        "username": urllib.parse.unquote(url.username) if url.username else None,
         "password": urllib.parse.unquote(url.password) if url.password else None,
         "timeout_ms": int(timeout * 1000),
         # django-redis's own naming (KEY_PREFIX:VERSION:key), asked of the cache itself.

@@ -62,7 +62,8 @@ class JsonLineFormatter(JsonFormatter):
 # gunicorn's access log atoms (its `access_log_format` documentation) -> our field names.
 ACCESS_LOG_FIELDS = {
     "request_id": "{x-request-id}o",
-    "client_ip": "{x-real-ip}i",
+    # The X-Real-IP sent, which the app believes only from FIB_TRUSTED_PROXIES.
+    "x_real_ip": "{x-real-ip}i",
     "remote_addr": "h",
     "method": "m",
     "path": "U",

@@ -132,6 +132,15 @@ def _count(fields: Mapping[str, Any], key: str) -> int:
     return value
 
 
+def _status(fields: Mapping[str, Any]) -> int:
+    """The status of a line: nginx writes $status quoted, since a request that got
+    none is "000" (not a JSON number); aggregate lines write it as a number."""
+    value = fields.get("s")
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return _count(fields, "s")
+
+
 def _identifier(fields: Mapping[str, Any], key: str, *, max_chars: int) -> str:
     value = _text(fields, key)
     if not value or len(value) > max_chars:
@@ -169,7 +178,7 @@ def edge_record(fields: Mapping[str, Any]) -> tuple[RawRecord, str]:
         url_name,
         index,
         query,
-        _count(fields, "s"),
+        _status(fields),
         client if addresses.canonical(client) else addresses.UNKNOWN,
         _text(fields, "a"),
         _count(fields, "b"),
@@ -249,7 +258,7 @@ class RecordParser:
             datetime.fromtimestamp(_count(fields, "minute"), tz=UTC),
             self._aggregate_client(_text(fields, "c")),
             reason,
-            _count(fields, "s"),
+            _status(fields),
             _count(fields, "n"),
         )
 

@@ -55,7 +55,7 @@ def request_line(
     """One `"k":"r"` line (with its newline): one request as the edge answered it."""
     e = nginx_json_escape
     return (
-        b'{"k":"r","id":"%s","t":%.3f,"rt":%.3f,"m":"%s","u":"%s","s":%d,"b":%d,'
+        b'{"k":"r","id":"%s","t":%.3f,"rt":%.3f,"m":"%s","u":"%s","s":"%d","b":%d,'
         b'"c":"%s","a":"%s","cs":"%s","l":"%s"}\n'
         % (
             e(new_request_id() if request_id is None else request_id),

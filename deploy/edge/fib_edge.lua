@@ -55,6 +55,10 @@ local function budget_key()
         return address
     end
     local binary = ngx.var.binary_remote_addr
+    if find(binary, "^%z%z%z%z%z%z%z%z%z%z\255\255") then
+        -- An IPv4-mapped address (from a proxy's X-Real-IP) is its IPv4 address.
+        return format("%d.%d.%d.%d", byte(binary, 13, 16))
+    end
     local groups = {}
     for i = 1, 4 do
         local high, low = byte(binary, 2 * i - 1, 2 * i)
@@ -159,7 +163,9 @@ local function count_in_redis(names, ttls)
         return nil, err
     end
     if client:get_reused_times() == 0 then
-        if counters.password then
+        if counters.password and counters.username then
+            ok, err = client:auth(counters.username, counters.password) -- a Redis 6 ACL user
+        elseif counters.password then
             ok, err = client:auth(counters.password)
         end
         if ok and counters.db ~= 0 then

@@ -254,8 +254,10 @@ def e2e_redis() -> Iterator[tuple[str, str]]:
     prefix = f"e2e-{secrets.token_hex(6)}"
     yield E2E_REDIS_URL, prefix
     client = redis.Redis.from_url(E2E_REDIS_URL)
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        client.delete(key)
+    # The cache's keys and the rate-limit counters' (KEY_PREFIX "<prefix>-rl").
+    for pattern in (f"{prefix}:*", f"{prefix}-rl:*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
     client.close()
 
 

@@ -37,6 +37,7 @@ from .conftest import (
     http_request,
     new_client_address,
 )
+from .test_nginx_refusals import raw_exchange
 
 BUDGET = 5
 LARGE_BUDGET = 2
@@ -539,3 +540,76 @@ def test_behind_a_trusted_proxy_the_edge_counts_the_client_it_names(stack_factor
     assert spoofed.status == 200 and remaining(spoofed) == {"default": 2}
     assert [line["c"] for line in edge_log(edge, client=named, count=4)] == [named] * 4
     assert len(edge_log(edge, client=spoofer, count=1)) == 1
+
+
+# --- Found in review: requests that used to cross or escape ------------------------------
+
+
+def test_two_accept_headers_cannot_store_one_representation_under_anothers_key(edge):
+    """nginx keys on a client's first Accept and passes only that one to the app."""
+    url = unique_sequence_url()
+    attacker, victim = new_client_address(), new_client_address()
+    raw = raw_exchange(
+        edge.port,
+        f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n"
+        "Accept: application/json\r\nConnection: close\r\n\r\n".encode(),
+        source=attacker,
+    )
+    assert raw is not None and raw.status == 200
+
+    reply = edge.get(url, source=victim, headers={"Accept": "text/plain"})
+
+    assert reply.header("Content-Type") == "text/plain; charset=utf-8"
+    assert edge_log(edge, client=victim, count=1)[0]["cs"] == "HIT"
+
+
+def test_ipv4_mapped_clients_behind_a_proxy_spend_their_own_ipv4_budget(stack_factory):
+    (app,) = stack_factory.start_apps(1, FIB_RATE_LIMIT="1/h")
+    edge = stack_factory.start_nginx([app], edge=True, trusted_proxies=["127.0.0.1"])
+    url = unique_sequence_url()
+
+    replies = [
+        edge.get(url, source="127.0.0.1", headers={"X-Real-IP": f"::ffff:{address}"})
+        for address in (new_client_address(), new_client_address())
+    ]
+
+    # Two clients, a budget of one each (as fibonacci.addresses reads a mapped address).
+    assert [reply.status for reply in replies] == [200, 200]
+
+
+def test_the_edges_412_has_the_apps_headers(edge, client_address):
+    url = unique_sequence_url()
+    edge.get(url, source=client_address)
+    failed = edge.get(url, source=client_address, headers={"If-Match": '"another"'})
+
+    assert failed.status == 412
+    assert failed.header("X-Request-ID") == edge_log(edge, client=client_address, count=2)[1]["id"]
+    assert remaining(failed) == {"default": BUDGET - 2}
+    assert failed.header("RateLimit-Policy") == f'"default";q={BUDGET};w=3600'
+    assert failed.header("X-Frame-Options") == "DENY"
+
+
+def test_requests_past_the_logged_rate_ending_in_an_error_page_are_counted(
+    stack_factory, client_address
+):
+    (app,) = stack_factory.start_apps(1, **UNLIMITED_ENV, FIB_EDGE_LOG_EACH_PER_MINUTE="2")
+    edge = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
+    url = unique_sequence_url()
+    edge.get(url, source=client_address)
+    edge.get(url, source=client_address)
+    failed = [
+        edge.get(url, source=client_address, headers={"If-Match": '"x"'}).status for _ in range(3)
+    ]
+
+    assert failed == [412] * 3
+    aggregates = reload_and_wait_for_aggregates(edge, client=client_address)
+    assert [(a["why"], a["s"], a["n"]) for a in aggregates] == [("over_rate", 412, 3)]
+
+
+def test_a_request_nginx_cannot_read_is_in_the_edge_log(edge):
+    source = new_client_address()
+    reply = raw_exchange(edge.port, b"GARBAGE\r\n\r\n", source=source)
+    assert reply is not None and reply.status == 400
+
+    lines = edge_log(edge, client=source, count=1)
+    assert [(line["s"], line["u"]) for line in lines] == [("400", "")]

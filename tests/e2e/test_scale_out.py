@@ -92,7 +92,7 @@ def test_killed_instance_is_used_again_once_it_is_back(stack_factory, client_add
     # nginx tries a failed server again after fail_timeout (5 s in deploy/nginx.py).
     def served_through_nginx():
         return [
-            entry for entry in revived.access_log_entries() if entry["client_ip"] == client_address
+            entry for entry in revived.access_log_entries() if entry["x_real_ip"] == client_address
         ]
 
     deadline = time.monotonic() + 15

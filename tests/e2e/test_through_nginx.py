@@ -234,7 +234,7 @@ def test_spoofed_forwarding_headers_do_not_change_whose_budget_is_spent(
     reply = nginx.get("/api/v1/fibonacci/?n=5&offset=4321", source=probe, headers=spoofed(1))
     assert reply.status == 200
     forwarded = [
-        entry["client_ip"]
+        entry["x_real_ip"]
         for entry in app.access_log_entries()
         if entry["query"] == "n=5&offset=4321"
     ]

@@ -19,7 +19,7 @@ from django.db import OperationalError
 
 from requestlog import shipper as shipper_module
 from requestlog.models import EdgeLogPosition, RequestAggregate, RequestLog
-from requestlog.rows import cache_outcome
+from requestlog.rows import cache_outcome, decode_edge_line, edge_record
 from requestlog.shipper import EdgeLogShipper, lag_bytes
 from tests.edge_log_lines import (
     EdgeLogFile,
@@ -343,7 +343,7 @@ def test_malformed_lines_are_counted_and_skipped_and_the_rest_shipped(nginx_log,
         b'{"k":"x","id":"abc"}\n',
         b"\n",
         request_line(request_id="")[:-1] + b"\n",  # no id: cannot be stored once
-        request_line().replace(b'"s":200', b'"s":"200"'),
+        request_line().replace(b'"s":"200"', b'"s":"2x0"'),
         request_line().replace(b'"t":', b'"t":"now","x":'),
         aggregate_line(why="because"),
         b"\xff\xfe garbage \x00\n",
@@ -424,3 +424,11 @@ def test_a_line_the_database_refuses_is_counted_and_the_batch_stored(nginx_log, 
 
     assert _stored_ids() == _ids(good)
     assert EdgeLogPosition.objects.get().skipped_lines == 1
+
+
+@pytest.mark.parametrize(("written", "status"), [(b'"200"', 200), (b'"000"', 0), (b"429", 429)])
+def test_a_lines_status_is_read_quoted_as_nginx_writes_it(written, status):
+    """nginx writes "s":"$status" quoted: a request that got no status is "000"."""
+    line = request_line().replace(b'"s":"200"', b'"s":' + written)
+    record, _cache = edge_record(decode_edge_line(line))
+    assert record[6] == status

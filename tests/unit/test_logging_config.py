@@ -114,7 +114,7 @@ def test_gunicorn_access_records_become_request_fields():
     )
     line = json.loads(AccessLogJsonFormatter().format(record))
     assert line["request_id"] == "abc123"
-    assert line["client_ip"] == "203.0.113.9"
+    assert line["x_real_ip"] == "203.0.113.9"
     assert line["path"] == "/api/v1/fibonacci/"
     assert line["query"] == "n=5"
     assert line["status"] == 200

@@ -30,5 +30,6 @@ class Command(BaseCommand):
         fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
         with os.fdopen(fd, "w") as file:
             file.write(text)
-        os.chmod(temporary, 0o644)
+        # It may hold the Redis password: for its owner (nginx's master, root) alone.
+        os.chmod(temporary, 0o600)
         os.replace(temporary, output)
