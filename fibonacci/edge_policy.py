@@ -20,6 +20,7 @@ its one home here, never from a second copy in the Lua:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import urllib.parse
@@ -189,9 +190,17 @@ def _lua_char(char: str) -> str:
     return "".join(f"\\{byte}" for byte in char.encode())
 
 
+@functools.cache
+def policy_fingerprint() -> str:
+    """A digest of this process's policy: the edge sends its own with every request
+    it counted (fibonacci.edge), so that a stale policy file is noticed."""
+    return hashlib.sha256(to_lua(edge_policy()).encode()).hexdigest()[:16]
+
+
 def edge_policy_lua() -> str:
-    """The policy as the Lua chunk nginx loads (`return {...}`)."""
+    """The policy as the Lua chunk nginx loads (`return {...}`), with its fingerprint."""
+    policy = edge_policy() | {"fingerprint": policy_fingerprint()}
     return (
         "-- Written by `manage.py edge_policy` from the app's settings; do not edit.\n"
-        f"return {to_lua(edge_policy())}\n"
+        f"return {to_lua(policy)}\n"
     )

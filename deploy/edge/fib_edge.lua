@@ -40,6 +40,7 @@ end
 
 function _M.init(policy_path, log_path)
     policy = dofile(policy_path)
+    policy.mark = "counted " .. policy.fingerprint -- X-Fib-Edge (fibonacci/edge.py)
     log_file = log_path
     if policy.counters.store == "redis" then
         policy.counters.sha = hex(ngx.sha1_bin(policy.counters.script))
@@ -226,6 +227,7 @@ end
 
 function _M.access()
     ngx.var.fib_representation = policy.representation_version
+    ngx.var.fib_edge_mark = policy.mark
     local now = ngx.time()
     local client = budget_key()
     local minute = now - now % 60

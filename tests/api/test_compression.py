@@ -11,7 +11,12 @@ URL = "/api/v1/fibonacci/"
 LARGE = {"n": 1000}
 GZIP = {"HTTP_ACCEPT_ENCODING": "gzip, deflate"}
 # What our edge sends: its marker, from an address in FIB_TRUSTED_PROXIES.
-EDGE = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_REAL_IP": "198.51.100.4", "HTTP_X_FIB_EDGE": "counted"}
+EDGE = {
+    "REMOTE_ADDR": "10.0.0.5",
+    "HTTP_X_REAL_IP": "198.51.100.4",
+    # The edge's mark; a stale fingerprint only costs a warning (tests/api/test_edge_mark.py).
+    "HTTP_X_FIB_EDGE": "counted 0123456789abcdef",
+}
 
 pytestmark = pytest.mark.django_db
 

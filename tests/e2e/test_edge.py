@@ -613,3 +613,31 @@ def test_a_request_nginx_cannot_read_is_in_the_edge_log(edge):
 
     lines = edge_log(edge, client=source, count=1)
     assert [(line["s"], line["u"]) for line in lines] == [("400", "")]
+
+
+def _gunicorn_output(factory, app) -> str:
+    path = factory.workdir / f"gunicorn-{app.port}.out"
+    return path.read_text() if path.exists() else ""
+
+
+def test_a_stale_policy_at_the_edge_is_reported_by_the_app(stack_factory, client_address):
+    (app,) = stack_factory.start_apps(1, **UNLIMITED_ENV)
+    edge = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
+    assert edge.edge is not None
+    edge.get(unique_sequence_url(), source=client_address)  # a miss: the app sees the mark
+    time.sleep(0.5)
+    assert "is not this app's" not in _gunicorn_output(stack_factory, app)
+
+    policy = edge.edge.policy.read_text()
+    stale = re.sub(r'\["fingerprint"\]="[0-9a-f]+"', '["fingerprint"]="0000000000000000"', policy)
+    assert stale != policy
+    edge.edge.policy.write_text(stale)
+    edge.process.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    edge.get(unique_sequence_url(), source=client_address)
+
+    deadline = time.monotonic() + 5
+    while "is not this app's" not in (output := _gunicorn_output(stack_factory, app)):
+        assert time.monotonic() < deadline, output[-2000:]
+        time.sleep(0.1)
+    assert "the edge's policy (0000000000000000)" in output
