@@ -137,8 +137,21 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+class RecordsAdmin(admin.ModelAdmin):
+    """Records the service wrote: read-only; superusers may delete them (retention)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+
 @admin.register(RequestLog)
-class RequestLogAdmin(admin.ModelAdmin):
+class RequestLogAdmin(RecordsAdmin):
     """Read-only: rows come from the API; deleting is for superusers and the prune command."""
 
     list_display = (
@@ -186,15 +199,6 @@ class RequestLogAdmin(admin.ModelAdmin):
         )
         return found, False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_active and request.user.is_superuser)
-
     def get_urls(self) -> list[URLPattern]:
         summary = path(
             "summary/",
@@ -232,7 +236,7 @@ class RequestLogAdmin(admin.ModelAdmin):
 
 
 @admin.register(RequestAggregate)
-class RequestAggregateAdmin(admin.ModelAdmin):
+class RequestAggregateAdmin(RecordsAdmin):
     """Read-only: what the edge counted per client and minute instead of logging each request."""
 
     list_display = ("minute", "client_ip", "reason", "status", "count")
@@ -259,12 +263,3 @@ class RequestAggregateAdmin(admin.ModelAdmin):
                 client_ip=addresses.budget_key(addresses.canonical(term) or "")
             )
         return found, False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_active and request.user.is_superuser)

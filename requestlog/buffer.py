@@ -39,13 +39,12 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from . import writer
+from .log_throttle import WarningsPerInterval
 from .rows import COLUMNS, RawRecord, RecordParser
 from .spool import RequestLogSpool
 
 logger = logging.getLogger(__name__)
 
-# Repeated warnings (database down, records dropped) are logged at most this often.
-WARNING_INTERVAL_SECONDS = 60.0
 # A write running this long is stuck (a database that accepted and froze: no
 # driver timeout reaches a query blocked in the kernel); half a buffer then
 # goes to the spool from the request thread, since the writer cannot take it.
@@ -109,7 +108,7 @@ class RequestLogBuffer:
         # When the write under way started (monotonic), or None; whether the last one failed.
         self._write_started: float | None = None
         self._failing = False
-        self._last_warning: dict[str, float] = {}
+        self._warnings = WarningsPerInterval(logger)
         self._dropped_reported = 0
 
     def append(self, record: RawRecord) -> None:
@@ -242,14 +241,7 @@ class RequestLogBuffer:
         return len(rows) - len(refused)
 
     def _warn(self, key: str, message: str, *args: Any) -> bool:
-        # At most one line per key and interval: an outage must not flood the log.
-        now = time.monotonic()
-        last = self._last_warning.get(key)
-        if last is not None and now - last < WARNING_INTERVAL_SECONDS:
-            return False
-        self._last_warning[key] = now
-        logger.warning(message, *args)
-        return True
+        return self._warnings.warn(key, message, *args)
 
     def _report_drops(self) -> None:
         dropped = self.dropped

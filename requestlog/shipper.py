@@ -39,6 +39,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .edge_metrics import EdgeMetrics, Tally
+from .log_throttle import WarningsPerInterval
 from .models import EdgeLogPosition
 from .rows import RecordParser, Row, decode_edge_line
 from .writer import ROW_ERRORS, insert_aggregates, insert_each, insert_rows
@@ -56,7 +57,6 @@ ROTATION_GRACE_SECONDS = 2.0
 HEARTBEAT_SECONDS = 30.0
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
-WARNING_INTERVAL_SECONDS = 60.0
 # How much of a malformed line the log shows.
 SAMPLE_BYTES = 200
 
@@ -145,7 +145,7 @@ class EdgeLogShipper:
         self._log: _OpenLog | None = None
         self._new_file_seen: float | None = None  # when the renamed-away file's successor had lines
         self._position_written: float | None = None
-        self._last_warning: dict[str, float] = {}
+        self._warnings = WarningsPerInterval(logger, clock=clock)
         self.shipped_lines = 0
         self.skipped_lines = 0
         self._skips_unreported = 0
@@ -410,14 +410,7 @@ class EdgeLogShipper:
     # --- Logging ----------------------------------------------------------------
 
     def _warn(self, key: str, message: str, *args: Any) -> bool:
-        # At most one line per key and interval: an outage or a flood must not flood the log.
-        now = self._clock()
-        last = self._last_warning.get(key)
-        if last is not None and now - last < WARNING_INTERVAL_SECONDS:
-            return False
-        self._last_warning[key] = now
-        logger.warning(message, *args)
-        return True
+        return self._warnings.warn(key, message, *args)
 
     def _warn_skipped(self, what: str) -> None:
         self._skips_unreported += 1
@@ -465,7 +458,7 @@ class EdgeLogShipper:
                 logger.warning(
                     "edge log shipper: shipping again after %.0f s", self._clock() - down_since
                 )
-                self._last_warning.pop("down", None)
+                self._warnings.forget("down")
                 down_since = None
             backoff = RETRY_MIN_SECONDS
             if consumed:

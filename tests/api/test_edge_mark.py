@@ -8,6 +8,7 @@ import pytest
 
 from fibonacci import edge
 from fibonacci.edge_policy import policy_fingerprint
+from fibonacci.ratelimit import budgets
 
 URL = "/api/v1/fibonacci/"
 PROXY = "10.0.0.5"
@@ -15,7 +16,9 @@ PROXY = "10.0.0.5"
 
 @pytest.fixture(autouse=True)
 def trusted_proxy(settings):
+    """Our proxy at PROXY; counters up (no outage remembered from another test)."""
     settings.FIB_TRUSTED_PROXIES = [PROXY]
+    budgets._Outage.until = 0.0
     edge._fingerprints_seen.clear()
     yield
     edge._fingerprints_seen.clear()

@@ -162,7 +162,7 @@ def _login_posts_reaching_gunicorn(app, source: str, *, expected: int) -> int:
         count = sum(
             1
             for entry in app.access_log_entries()
-            if entry["client_ip"] == source
+            if entry["x_real_ip"] == source
             and (entry["method"], entry["path"]) == ("POST", "/admin/login/")
         )
         if count >= expected or time.monotonic() > deadline:
