@@ -91,7 +91,7 @@ def test_every_request_arrives_once_across_reload_rotation_restart_and_outage(
         private_postgres.start()
         _send(edge, client_address, 10, answered)
 
-        rows = faults._wait_for_rows(stored, set(answered), within_seconds=60)
+        rows = faults._wait_for_rows(stored, set(answered), within_seconds=90)
     finally:
         processes.stop_process(shipper)
 
