@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _SHORT_ESCAPES = {0x22: b'\\"', 0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t"}
 _SHORT_ESCAPES |= {0x08: b"\\b", 0x0C: b"\\f"}
@@ -123,3 +124,23 @@ class EdgeLogFile:
     def close(self) -> None:
         """Close the descriptor."""
         os.close(self.fd)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told (`clock.now += seconds`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ship_all(shipper: Any) -> int:
+    """Let an EdgeLogShipper ship batches until nothing is left; the lines it consumed."""
+    consumed: int = shipper.ship_available()
+    total = consumed
+    while consumed:
+        consumed = shipper.ship_available()
+        total += consumed
+    return total

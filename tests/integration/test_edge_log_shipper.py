@@ -23,35 +23,14 @@ from requestlog.rows import cache_outcome, decode_edge_line, edge_record
 from requestlog.shipper import EdgeLogShipper, lag_bytes
 from tests.edge_log_lines import (
     EdgeLogFile,
+    FakeClock,
     aggregate_line,
     request_id_of,
     request_line,
+    ship_all,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Path:
-    return tmp_path / "edge.log"
-
-
-@pytest.fixture
-def nginx_log(log_path: Path):
-    """The edge log as nginx holds it open."""
-    log = EdgeLogFile(log_path)
-    yield log
-    log.close()
 
 
 @pytest.fixture
@@ -61,14 +40,6 @@ def clock() -> FakeClock:
 
 def _shipper(path: Path, clock: FakeClock, **options) -> EdgeLogShipper:
     return EdgeLogShipper(str(path), clock=clock, rotation_grace_seconds=2.0, **options)
-
-
-def _ship_all(shipper: EdgeLogShipper) -> int:
-    consumed = total = shipper.ship_available()
-    while consumed:
-        consumed = shipper.ship_available()
-        total += consumed
-    return total
 
 
 def _stored_ids() -> list[str]:
@@ -100,7 +71,7 @@ def test_request_lines_become_rows_by_the_apps_own_mapping(nginx_log, log_path, 
         request_line(request_id="0" * 32, uri="/api/v1/fibonacci/?n=-1", status=400),
         request_line(request_id="1" * 32, client="2001:DB8:0::1", agent="Mozilla/5.0 \x01 \xe9"),
     )
-    assert _ship_all(_shipper(log_path, clock)) == 8
+    assert ship_all(_shipper(log_path, clock)) == 8
 
     rows = {row.request_id[0]: row for row in RequestLog.objects.all()}
     first = rows["a"]
@@ -139,7 +110,7 @@ def test_cache_column_maps_nginx_cache_status(
 ):
     assert cache_outcome(upstream_cache_status) == stored
     nginx_log.write(request_line(cache_status=upstream_cache_status))
-    _ship_all(_shipper(log_path, clock))
+    ship_all(_shipper(log_path, clock))
     assert list(RequestLog.objects.values_list("cache", flat=True)) == [stored]
 
 
@@ -158,9 +129,9 @@ def test_aggregates_are_stored_once_in_the_logs_address_form(settings, nginx_log
         ),
     ]
     nginx_log.write(*lines, request_line(client="198.51.100.200"))
-    _ship_all(_shipper(log_path, clock))
+    ship_all(_shipper(log_path, clock))
     nginx_log.write(*lines)  # the same aggregates again: nothing added
-    _ship_all(_shipper(log_path, clock))
+    ship_all(_shipper(log_path, clock))
 
     stored = {
         row.aggregate_id: (row.minute, row.client_ip, row.reason, row.status, row.count)
@@ -185,7 +156,7 @@ def test_aggregates_are_stored_once_in_the_logs_address_form(settings, nginx_log
 )
 def test_an_aggregates_client_is_the_edges_budget_key(client, stored, nginx_log, log_path, clock):
     nginx_log.write(aggregate_line(client=client))
-    _ship_all(_shipper(log_path, clock))
+    ship_all(_shipper(log_path, clock))
     assert list(RequestAggregate.objects.values_list("client_ip", flat=True)) == [stored]
 
 
@@ -197,12 +168,12 @@ def test_a_partial_last_line_waits_for_its_end(nginx_log, log_path, clock):
     last = request_line()
     nginx_log.write(*whole, last[:25])
     shipper = _shipper(log_path, clock)
-    _ship_all(shipper)
+    ship_all(shipper)
     assert _stored_ids() == _ids(whole)
     assert EdgeLogPosition.objects.get().offset == sum(len(line) for line in whole)
 
     nginx_log.write(last[25:])
-    _ship_all(shipper)
+    ship_all(shipper)
     assert _stored_ids() == _ids([*whole, last])
     assert EdgeLogPosition.objects.get().offset == log_path.stat().st_size
 
@@ -216,7 +187,7 @@ def test_a_restarted_shipper_continues_where_the_last_commit_ended(nginx_log, lo
     first.close()  # stopped between batches, as a crash after a commit would leave it
 
     second = _shipper(log_path, clock, batch_lines=3)
-    assert _ship_all(second) == 4  # only what the first had not committed
+    assert ship_all(second) == 4  # only what the first had not committed
     assert _stored_ids() == _ids(lines)
 
 
@@ -236,7 +207,7 @@ def test_rows_and_position_commit_together_or_not_at_all(monkeypatch, nginx_log,
     assert not EdgeLogPosition.objects.exists()
 
     monkeypatch.undo()
-    _ship_all(_shipper(log_path, clock))  # a restart ships the whole batch, once
+    ship_all(_shipper(log_path, clock))  # a restart ships the whole batch, once
     assert _stored_ids() == _ids([line for line in lines if b'"k":"r"' in line])
     assert RequestAggregate.objects.count() == 1
 
@@ -244,10 +215,10 @@ def test_rows_and_position_commit_together_or_not_at_all(monkeypatch, nginx_log,
 def test_shipping_a_file_again_adds_no_duplicate(nginx_log, log_path, clock):
     lines = [*_lines(5), aggregate_line()]
     nginx_log.write(*lines)
-    _ship_all(_shipper(log_path, clock))
+    ship_all(_shipper(log_path, clock))
     EdgeLogPosition.objects.all().delete()  # the position lost: the whole file again
     nginx_log.write(lines[0])  # and a line written twice
-    _ship_all(_shipper(log_path, clock))
+    ship_all(_shipper(log_path, clock))
 
     assert _stored_ids() == _ids(lines[:5])
     assert RequestAggregate.objects.count() == 1
@@ -261,26 +232,26 @@ def test_rotation_with_a_late_writer_to_the_old_file_loses_nothing(nginx_log, lo
     before, late, later, after = _lines(3), _lines(2), _lines(1), _lines(4)
     nginx_log.write(*before)
     shipper = _shipper(log_path, clock)
-    _ship_all(shipper)
+    ship_all(shipper)
 
     os.rename(log_path, rotated)  # logrotate
     log_path.touch()  # its `create`
     late_worker = EdgeLogFile(rotated)  # a worker that has not reopened yet
     nginx_log.reopen()  # the others have
     late_worker.write(*late)
-    _ship_all(shipper)  # the new file is empty: still reading the old one
+    ship_all(shipper)  # the new file is empty: still reading the old one
     nginx_log.write(after[0])
-    _ship_all(shipper)
+    ship_all(shipper)
     clock.now += 1.0  # within the grace
     late_worker.write(*later)
-    _ship_all(shipper)
+    ship_all(shipper)
     assert _stored_ids() == _ids([*before, *late, *later])
 
     clock.now += 1.5  # past the grace: the shipper moves to the new file
     late_worker.close()
-    _ship_all(shipper)
+    ship_all(shipper)
     nginx_log.write(*after[1:])
-    _ship_all(shipper)
+    ship_all(shipper)
 
     assert _stored_ids() == _ids([*before, *late, *later, *after])
     position = EdgeLogPosition.objects.get()
@@ -295,7 +266,7 @@ def test_a_shipper_started_after_a_rotation_finishes_the_rotated_file_first(
     shipped, unshipped, new = _lines(2), _lines(3), _lines(2)
     nginx_log.write(*shipped)
     first = _shipper(log_path, clock)
-    _ship_all(first)
+    ship_all(first)
     first.close()  # the shipper is down meanwhile:
     nginx_log.write(*unshipped)
     os.rename(log_path, rotated)
@@ -304,11 +275,11 @@ def test_a_shipper_started_after_a_rotation_finishes_the_rotated_file_first(
 
     second = _shipper(log_path, clock)
     assert lag_bytes(str(log_path)) == sum(len(line) for line in [*unshipped, *new])
-    _ship_all(second)
+    ship_all(second)
     assert _stored_ids() == _ids([*shipped, *unshipped])
     clock.now += 3
-    _ship_all(second)  # switches
-    _ship_all(second)
+    ship_all(second)  # switches
+    ship_all(second)
     assert _stored_ids() == _ids([*shipped, *unshipped, *new])
     assert lag_bytes(str(log_path)) == 0
 
@@ -319,14 +290,14 @@ def test_a_line_left_unfinished_in_the_rotated_file_is_skipped_at_the_switch(
     whole, cut, new = _lines(2), request_line(), _lines(2)
     nginx_log.write(*whole, cut[:30])  # nginx crashed mid-line, then was restarted
     shipper = _shipper(log_path, clock)
-    _ship_all(shipper)
+    ship_all(shipper)
     os.rename(log_path, f"{log_path}.1")
     nginx_log.reopen()
     nginx_log.write(*new)
-    _ship_all(shipper)
+    ship_all(shipper)
     clock.now += 3
-    _ship_all(shipper)
-    _ship_all(shipper)
+    ship_all(shipper)
+    ship_all(shipper)
 
     assert _stored_ids() == _ids([*whole, *new])
     assert EdgeLogPosition.objects.get().skipped_lines == 1
@@ -350,7 +321,7 @@ def test_malformed_lines_are_counted_and_skipped_and_the_rest_shipped(nginx_log,
     ]
     nginx_log.write(good[0], *bad, *good[1:])
     shipper = _shipper(log_path, clock)
-    _ship_all(shipper)
+    ship_all(shipper)
 
     assert _stored_ids() == _ids(good)
     assert EdgeLogPosition.objects.get().skipped_lines == len(bad)
@@ -369,7 +340,7 @@ def test_backlog_is_visible_as_bytes_behind_and_last_shipped(nginx_log, log_path
     position = EdgeLogPosition.objects.get()
     assert position.lag_bytes == behind
     assert position.last_shipped is not None
-    _ship_all(shipper)
+    ship_all(shipper)
     assert lag_bytes(str(log_path)) == 0
 
 
@@ -420,7 +391,7 @@ def test_a_line_the_database_refuses_is_counted_and_the_batch_stored(nginx_log, 
     good = _lines(3)
     refused = request_line(agent="curl\x00/8")  # escape=json writes \u0000
     nginx_log.write(good[0], refused, *good[1:])
-    _ship_all(_shipper(log_path, clock))
+    ship_all(_shipper(log_path, clock))
 
     assert _stored_ids() == _ids(good)
     assert EdgeLogPosition.objects.get().skipped_lines == 1

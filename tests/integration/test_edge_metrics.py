@@ -20,29 +20,9 @@ from requestlog import shipper as shipper_module
 from requestlog.edge_metrics import EdgeMetrics
 from requestlog.shipper import EdgeLogShipper
 from tests.conftest import require_program
-from tests.edge_log_lines import EdgeLogFile, aggregate_line, request_line
+from tests.edge_log_lines import FakeClock, aggregate_line, request_line, ship_all
 
 pytestmark = pytest.mark.django_db
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Path:
-    return tmp_path / "edge.log"
-
-
-@pytest.fixture
-def nginx_log(log_path: Path):
-    log = EdgeLogFile(log_path)
-    yield log
-    log.close()
 
 
 @pytest.fixture
@@ -52,14 +32,6 @@ def metrics() -> EdgeMetrics:
 
 def _shipper(path: Path, metrics: EdgeMetrics, **options) -> EdgeLogShipper:
     return EdgeLogShipper(str(path), clock=FakeClock(), metrics=metrics, **options)
-
-
-def _ship_all(shipper: EdgeLogShipper) -> int:
-    consumed = total = shipper.ship_available()
-    while consumed:
-        consumed = shipper.ship_available()
-        total += consumed
-    return total
 
 
 def _value(metrics: EdgeMetrics, name: str, **labels: str) -> float | None:
@@ -89,7 +61,7 @@ def test_requests_are_counted_by_status_cache_and_limiter_decision(nginx_log, lo
         request_line(status=1000, cache_status="MISS"),  # not an HTTP status: one bounded value
         request_line(status=200, cache_status="MISS", limit="something new"),
     )
-    assert _ship_all(_shipper(log_path, metrics)) == 14
+    assert ship_all(_shipper(log_path, metrics)) == 14
 
     assert _requests(metrics, "200", "hit") == 4
     assert _requests(metrics, "200", "miss") == 4  # MISS, EXPIRED, fail_open, the new "l"
@@ -118,7 +90,7 @@ def test_aggregate_lines_add_their_count(nginx_log, log_path, metrics):
         aggregate_line(why="over_rate", status=429, count=7),
         request_line(cache_status="HIT"),
     )
-    assert _ship_all(_shipper(log_path, metrics)) == 5
+    assert ship_all(_shipper(log_path, metrics)) == 5
 
     assert _requests(metrics, "429", "") == 307
     assert _requests(metrics, "200", "") == 30
@@ -138,7 +110,7 @@ def test_malformed_lines_are_skipped_and_count_no_request(nginx_log, log_path, m
         b'{"k":"z"}\n',
         request_line(status=404, cache_status=""),
     )
-    assert _ship_all(_shipper(log_path, metrics)) == 5
+    assert ship_all(_shipper(log_path, metrics)) == 5
 
     assert _value(metrics, "fib_edge_log_shipped_total") == 2
     assert _value(metrics, "fib_edge_log_skipped_total") == 3
@@ -169,7 +141,7 @@ def test_a_batch_is_counted_only_once_it_is_committed(monkeypatch, nginx_log, lo
     assert _value(metrics, "fib_edge_log_shipped_total") == 0
     assert _value(metrics, "fib_edge_log_last_shipped_timestamp_seconds") == 0
 
-    assert _ship_all(shipper) == 4
+    assert ship_all(shipper) == 4
     assert _requests(metrics, "200", "hit") == 4
     assert _value(metrics, "fib_edge_log_shipped_total") == 4
     assert (_value(metrics, "fib_edge_log_last_shipped_timestamp_seconds") or 0) > 0
@@ -177,7 +149,7 @@ def test_a_batch_is_counted_only_once_it_is_committed(monkeypatch, nginx_log, lo
     # A restarted shipper (new counters, as a new process has) counts only what is new.
     restarted = EdgeMetrics()
     nginx_log.write(request_line(cache_status="HIT"))
-    assert _ship_all(_shipper(log_path, restarted)) == 1
+    assert ship_all(_shipper(log_path, restarted)) == 1
     assert _requests(restarted, "200", "hit") == 1
 
 
@@ -191,7 +163,7 @@ def test_the_lag_is_the_bytes_not_yet_committed(nginx_log, log_path, metrics):
 
     assert shipper.ship_available() == 2
     assert _value(metrics, "fib_edge_log_lag_bytes") == len(lines[2]) + len(partial)
-    assert _ship_all(shipper) == 1
+    assert ship_all(shipper) == 1
     # A line nginx has not finished is behind too.
     assert _value(metrics, "fib_edge_log_lag_bytes") == len(partial)
 
@@ -199,7 +171,7 @@ def test_the_lag_is_the_bytes_not_yet_committed(nginx_log, log_path, metrics):
 def test_the_lag_after_a_rotation_counts_the_new_file(nginx_log, log_path, metrics):
     nginx_log.write(request_line())
     shipper = _shipper(log_path, metrics)
-    assert _ship_all(shipper) == 1
+    assert ship_all(shipper) == 1
     late = request_line()
     nginx_log.write(late)
     log_path.rename(str(log_path) + ".1")
@@ -216,7 +188,7 @@ def test_the_served_exposition_passes_promtool(nginx_log, log_path, metrics):
         aggregate_line(why="shield", count=3),
         b"garbage\n",
     )
-    _ship_all(_shipper(log_path, metrics))
+    ship_all(_shipper(log_path, metrics))
     port = processes.free_port()
     stop = metrics.serve(port)
     try:
