@@ -45,10 +45,6 @@ PROXY_TIMEOUT_MARGIN_SECONDS = 5
 _PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
 
 
-def _PLACEHOLDER_LINE(name: str) -> re.Pattern[str]:  # noqa: N802 - reads as the pattern it is
-    return re.compile(r"^[ \t]*\{\{ " + name + r" \}\}[ \t]*$", flags=re.MULTILINE)
-
-
 @dataclass(frozen=True, slots=True)
 class NginxLayout:
     """Where a rendered nginx keeps its config, pid file, logs and temp files."""
@@ -106,7 +102,17 @@ def edge_sections() -> dict[str, str]:
 
 
 def _edge_blocks(edge: EdgeFiles | None) -> dict[str, str]:
-    names = ("modules", "http", "server", "api", "shield", "error", "default_server")
+    # answer_headers last: the api and server sections hold its placeholder.
+    names = (
+        "modules",
+        "http",
+        "server",
+        "api",
+        "shield",
+        "error",
+        "default_server",
+        "answer_headers",
+    )
     if edge is None:
         off = "# The edge is off: the app counts and logs every API request itself."
         return {f"edge_{name}": off if name in {"modules", "api"} else "" for name in names}
@@ -298,7 +304,7 @@ def render_nginx_conf(
     text = NGINX_TEMPLATE.read_text()
     # First: the edge's sections hold placeholders of their own.
     for placeholder, block in _edge_blocks(edge).items():
-        text = _PLACEHOLDER_LINE(placeholder).sub(block.replace("\\", "\\\\"), text)
+        text = _indented_block(text, placeholder=placeholder, lines=block.splitlines())
     blocks = {
         "real_ip": _real_ip_lines(trusted_proxies),
         "server_listen": _listen_lines(listens, default_server=False),
