@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import time
 
 import pytest
 
@@ -233,11 +234,17 @@ def test_spoofed_forwarding_headers_do_not_change_whose_budget_is_spent(
     probe = new_client_address()
     reply = nginx.get("/api/v1/fibonacci/?n=5&offset=4321", source=probe, headers=spoofed(1))
     assert reply.status == 200
-    forwarded = [
-        entry["x_real_ip"]
-        for entry in app.access_log_entries()
-        if entry["query"] == "n=5&offset=4321"
-    ]
+    # gunicorn writes its line after answering: wait for it (2 s at most).
+    deadline = time.monotonic() + 2
+    while True:
+        forwarded = [
+            entry["x_real_ip"]
+            for entry in app.access_log_entries()
+            if entry["query"] == "n=5&offset=4321"
+        ]
+        if probe in forwarded or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert probe in forwarded
     assert not any(ip.startswith(("203.0.113.", "198.51.100.")) for ip in forwarded)
     # The request log names the real client for every one of them.
