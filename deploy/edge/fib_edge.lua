@@ -7,7 +7,8 @@
 -- (fibonacci/edge_policy.py); the count itself is fibonacci/ratelimit/count.lua,
 -- the script the app runs too. What this file adds is the reading of a request
 -- in nginx's terms: its client's budget key, its query, and the RateLimit
--- fields of the answer.
+-- fields of the answer; and the way to Redis: the commands it needs, sent for
+-- the requests of a worker that arrive together in one call.
 --
 --   init(policy_file, log_file)  in init_by_lua: load the policy
 --   init_worker()                in init_worker_by_lua: the aggregate writer
@@ -15,9 +16,9 @@
 --   precondition_failed()        content of the 412 nginx answers from its cache
 --   log()                        in log_by_lua, API locations: count the aggregated
 
-local redis = require("nginx.redis")
+local semaphore = require("ngx.semaphore")
 
-local byte, concat, find, format, match = string.byte, table.concat, string.find, string.format, string.match
+local byte, concat, find, format, match, sub = string.byte, table.concat, string.find, string.format, string.match, string.sub
 local max, tonumber, type, unpack = math.max, tonumber, type, unpack
 
 local _M = {}
@@ -150,34 +151,88 @@ local function count_in_memory(names, ttls)
     return counts
 end
 
-local function count_in_redis(names, ttls)
+-- Redis's protocol (RESP), the little the limiter says: a command is an array
+-- of bulk strings; a reply is a status (+OK), an error (-ERR ...), or
+-- count.lua's array of integers. One string per write, one line per read.
+local function command(args)
+    local parts = { "*" .. #args .. "\r\n" }
+    for i = 1, #args do
+        local arg = tostring(args[i])
+        parts[i + 1] = "$" .. #arg .. "\r\n" .. arg .. "\r\n"
+    end
+    return concat(parts)
+end
+
+local function reply(socket)
+    local line, err = socket:receive()
+    if not line then
+        return nil, err
+    end
+    local kind = byte(line)
+    if kind == 45 then -- "-": an error
+        return nil, sub(line, 2)
+    elseif kind == 42 then -- "*": an array of integers (":n")
+        local counts = {}
+        for i = 1, tonumber(sub(line, 2)) do
+            local item
+            item, err = socket:receive()
+            if not item then
+                return nil, err
+            end
+            counts[i] = tonumber(sub(item, 2))
+        end
+        return counts
+    end
+    return line
+end
+
+local function call(socket, args)
+    local _, err = socket:send(command(args))
+    if err then
+        return nil, err
+    end
+    return reply(socket)
+end
+
+-- A pooled connection to the counters' Redis, logged in and on their database.
+local function connect()
     local counters = policy.counters
-    local client = redis:new()
-    client:set_timeout(counters.timeout_ms)
+    local socket = ngx.socket.tcp()
+    socket:settimeout(counters.timeout_ms)
     local ok, err
     if counters.socket then
-        ok, err = client:connect(counters.socket)
+        ok, err = socket:connect(counters.socket)
     else
-        ok, err = client:connect(counters.host, counters.port)
+        ok, err = socket:connect(counters.host, counters.port)
     end
     if not ok then
         return nil, err
     end
-    if client:get_reused_times() == 0 then
-        if counters.password and counters.username then
-            ok, err = client:auth(counters.username, counters.password) -- a Redis 6 ACL user
+    if socket:getreusedtimes() == 0 then
+        if counters.username then -- a Redis 6 ACL user
+            ok, err = call(socket, { "AUTH", counters.username, counters.password })
         elseif counters.password then
-            ok, err = client:auth(counters.password)
+            ok, err = call(socket, { "AUTH", counters.password })
         end
         if ok and counters.db ~= 0 then
-            ok, err = client:select(counters.db)
+            ok, err = call(socket, { "SELECT", counters.db })
         end
         if not ok then
-            client:close()
+            socket:close()
             return nil, err
         end
     end
-    local args = { counters.sha, #names }
+    return socket
+end
+
+-- count.lua for the counters `names`, in one EVALSHA (EVAL when Redis lost the script).
+local function count_in_redis(names, ttls)
+    local counters = policy.counters
+    local socket, err = connect()
+    if not socket then
+        return nil, err
+    end
+    local args = { "EVALSHA", counters.sha, #names }
     for i = 1, #names do
         args[#args + 1] = counters.key_prefix .. names[i]
     end
@@ -185,17 +240,105 @@ local function count_in_redis(names, ttls)
         args[#args + 1] = ttls[i]
     end
     local counts
-    counts, err = client:evalsha(unpack(args))
-    if not counts and err and find(err, "NOSCRIPT", 1, true) then
-        args[1] = counters.script
-        counts, err = client:eval(unpack(args))
+    counts, err = call(socket, args)
+    if not counts and err and find(err, "^NOSCRIPT") then
+        args[1], args[2] = "EVAL", counters.script
+        counts, err = call(socket, args)
     end
-    if not counts then
-        client:close()
-        return nil, err
+    if type(counts) ~= "table" then
+        socket:close()
+        return nil, err or "unexpected reply"
     end
-    client:set_keepalive(60000, 64)
+    socket:setkeepalive(60000, 64)
     return counts
+end
+
+-- Requests counted together: while a worker has a batch in flight to Redis,
+-- the requests that arrive join the next batch; when the one in flight
+-- returns, one of them sends the whole next batch as one EVALSHA (count.lua
+-- counts its keys in order, so each request still gets its own count, once).
+-- Idle, a request is sent at once; under load, one write, one read and one
+-- script call serve a whole batch (as large as the requests one worker holds).
+local in_flight = false -- a batch of this worker's is being sent
+local next_batch -- the requests waiting for the one in flight to return
+
+local function new_batch()
+    return { entries = {}, ready = semaphore.new(), waiting = 0 }
+end
+
+-- Count the batch's requests in one call, and wake its waiting requests.
+local function send(batch)
+    if state:get("outage") then
+        -- The batch in flight found the counters down: so would this one.
+        for _, entry in ipairs(batch.entries) do
+            entry.err = "counters unavailable"
+        end
+        batch.done = true
+        batch.ready:post(#batch.entries)
+        return
+    end
+    local names, ttls, sent = {}, {}, {}
+    for _, entry in ipairs(batch.entries) do
+        if not entry.abandoned then
+            sent[#sent + 1] = entry
+            for i = 1, #entry.names do
+                names[#names + 1] = entry.names[i]
+                ttls[#ttls + 1] = entry.ttls[i]
+            end
+        end
+    end
+    local ok, counts, err = pcall(count_in_redis, names, ttls)
+    if not ok then
+        counts, err = nil, counts -- a Lua error, reported as the counters' error
+    end
+    local at = 0
+    for _, entry in ipairs(sent) do
+        if counts then
+            entry.counts = { unpack(counts, at + 1, at + #entry.names) }
+            at = at + #entry.names
+        else
+            entry.err = err or "no answer"
+        end
+    end
+    batch.done = true
+    batch.ready:post(#batch.entries)
+end
+
+local function count_batched(names, ttls)
+    local entry = { names = names, ttls = ttls }
+    local batch
+    if in_flight then
+        batch = next_batch or new_batch()
+        next_batch = batch
+        batch.entries[#batch.entries + 1] = entry
+        -- Longer than two batches can take (connect, send and read, each
+        -- bounded by timeout_ms): the one in flight and this one.
+        batch.waiting = batch.waiting + 1
+        local ok = batch.ready:wait(6 * policy.counters.timeout_ms / 1000)
+        batch.waiting = batch.waiting - 1
+        if not ok then
+            entry.abandoned = true -- not counted, or counted and answered too late
+            return nil, "waited too long for the counters"
+        end
+        if batch.done then
+            return entry.counts, entry.err
+        end
+        -- Woken to send its batch (below): the one in flight has returned.
+        if next_batch == batch then
+            next_batch = nil
+        end
+    else
+        in_flight = true
+        batch = new_batch()
+        batch.entries[1] = entry
+    end
+    send(batch)
+    if next_batch and next_batch.waiting > 0 then
+        next_batch.ready:post(1) -- one of its requests sends it
+    else
+        next_batch, in_flight = nil, false
+    end
+    return entry.counts, entry.err
 end
 
 local function refuse(status, body, headers, retry_after)
@@ -256,7 +399,7 @@ function _M.access()
     end
     local counts, err
     if policy.counters.store == "redis" then
-        counts, err = count_in_redis(names, ttls)
+        counts, err = count_batched(names, ttls)
     else
         counts, err = count_in_memory(names, ttls)
     end

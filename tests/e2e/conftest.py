@@ -221,7 +221,7 @@ def e2e_programs() -> None:
     require_program("nginx")
     for module in ("ndk_http_module.so", "ngx_http_lua_module.so"):
         require_file(nginx.MODULE_DIR / module, "nginx's Lua module (docs/edge.md)")
-    require_file(Path("/usr/share/lua/5.1/nginx/redis.lua"), "the Lua Redis client")
+    require_file(Path("/usr/share/lua/5.1/ngx/semaphore.lua"), "lua-resty-core")
 
 
 @pytest.fixture(scope="session")
@@ -259,6 +259,60 @@ def e2e_redis() -> Iterator[tuple[str, str]]:
         for key in client.scan_iter(match=pattern, count=1000):
             client.delete(key)
     client.close()
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of one test's own, on a Unix socket and with a password."""
+
+    socket: Path
+    password: str
+
+    def client(self, *, db: int = 0) -> Any:
+        """A redis-py client, logged in."""
+        import redis
+
+        return redis.Redis(unix_socket_path=str(self.socket), password=self.password, db=db)
+
+    def calls(self, command: str) -> int:
+        """How many times the server has run `command` (INFO commandstats)."""
+        client = self.client()
+        try:
+            stats = client.info("commandstats").get(f"cmdstat_{command.lower()}", {})
+        finally:
+            client.close()
+        return int(stats.get("calls", 0))
+
+
+@pytest.fixture
+def private_redis(e2e_workdir: Path) -> Iterator[PrivateRedis]:
+    """A Redis that only this test talks to: its command counts are the test's alone.
+
+    On a Unix socket that nginx's workers (`nobody`) may use, with a password,
+    keeping nothing on disk; stopped at teardown.
+    """
+    program = require_program("redis-server")
+    directory = new_workdir(e2e_workdir, "redis")
+    server = PrivateRedis(socket=directory / "redis.sock", password=secrets.token_hex(8))
+    process = subprocess.Popen(
+        [
+            program,
+            *("--port", "0", "--unixsocket", str(server.socket), "--unixsocketperm", "777"),
+            *("--requirepass", server.password, "--save", "", "--appendonly", "no"),
+            *("--dir", str(directory)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not server.socket.exists():
+            assert process.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not open its socket"
+            time.sleep(0.05)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,9 @@ import json
 import re
 import secrets
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
@@ -108,6 +110,14 @@ def remaining(reply: Reply) -> dict[str, int]:
     return {name: int(r) for name, r in re.findall(r'"(\w+)";r=(\d+)', field)}
 
 
+def default_counter(app: AppInstance, client: str, quota: int, settings: Any) -> str:
+    """The Redis key of client's hourly default budget, named by django-ratelimit's functions."""
+    settings.RATELIMIT_HASH_ALGORITHM = "hashlib.md5"
+    window = _get_window(client, 3600)
+    name = _make_cache_key("fibonacci.default", window, (quota, 3600), client, "")
+    return f"{app.env['FIB_CACHE_KEY_PREFIX']}-rl:1:{name}"
+
+
 def test_cache_hits_spend_the_budget_and_show_what_is_left(edge, app, client_address):
     url = unique_sequence_url()
     replies = [edge.get(url, source=client_address) for _ in range(BUDGET + 2)]
@@ -160,13 +170,9 @@ def test_the_edge_and_a_directly_reached_app_node_spend_one_budget(
     # The counter is the one django-ratelimit's own functions name, in the app's cache.
     import redis
 
-    redis_url, key_prefix = e2e_redis
-    settings.RATELIMIT_HASH_ALGORITHM = "hashlib.md5"
-    window = _get_window(client_address, 3600)
-    name = _make_cache_key("fibonacci.default", window, (BUDGET, 3600), client_address, "")
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(e2e_redis[0])
     try:
-        assert client.get(f"{key_prefix}-rl:1:{name}") == b"6"
+        assert client.get(default_counter(app, client_address, BUDGET, settings)) == b"6"
     finally:
         client.close()
 
@@ -420,6 +426,76 @@ def test_redis_down_fails_closed_at_the_edge_when_set_to(stack_factory, client_a
     assert errors.count("rate-limit counters unavailable") == 1
     assert "refusing requests" in errors
     assert seen_by_app(app, replies) == [False] * 3
+
+
+# --- Counting in Redis: many at once, logins, a lost script ------------------------------
+
+
+def test_concurrent_requests_are_each_counted_once_in_shared_round_trips(
+    stack_factory, private_redis, client_address, settings
+):
+    quota, sent = 30, 48
+    redis_url = f"unix://:{private_redis.password}@{private_redis.socket}?db=2"
+    (app,) = stack_factory.start_apps(1, REDIS_URL=redis_url, FIB_RATE_LIMIT=f"{quota}/h")
+    edge = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
+    url = unique_sequence_url()
+    assert edge.get(url, source=client_address).status == 200  # now cached
+    round_trips_before = private_redis.calls("evalsha")
+    start = threading.Barrier(sent)
+
+    def one_request(_: int) -> Reply:
+        start.wait()
+        return edge.get(url, source=client_address)
+
+    with ThreadPoolExecutor(sent) as pool:
+        replies = list(pool.map(one_request, range(sent)))
+
+    statuses = [reply.status for reply in replies]
+    assert (statuses.count(200), statuses.count(429)) == (quota - 1, sent - quota + 1)
+    # Each answer carries its own count: what is left runs from quota - 2 to 0, once each.
+    left = sorted(remaining(reply)["default"] for reply in replies if reply.status == 200)
+    assert left == list(range(quota - 1))
+    counters = private_redis.client(db=2)
+    try:
+        assert counters.get(default_counter(app, client_address, quota, settings)) == b"49"
+    finally:
+        counters.close()
+    # Requests that arrived together were counted together.
+    assert private_redis.calls("evalsha") - round_trips_before < sent
+
+
+@pytest.mark.parametrize("login", ["password", "acl user"])
+def test_the_edge_logs_in_to_redis_and_reloads_a_lost_script(
+    stack_factory, private_redis, client_address, settings, login
+):
+    credentials = f":{private_redis.password}"
+    if login == "acl user":
+        admin = private_redis.client()
+        try:
+            admin.acl_setuser(
+                "fib", enabled=True, passwords=["+user-secret"], keys=["*"], commands=["+@all"]
+            )
+        finally:
+            admin.close()
+        credentials = "fib:user-secret"
+    redis_url = f"unix://{credentials}@{private_redis.socket}?db=3"
+    (app,) = stack_factory.start_apps(1, REDIS_URL=redis_url, FIB_RATE_LIMIT=f"{BUDGET}/h")
+    edge = stack_factory.start_nginx([app], edge=True)
+    url = unique_sequence_url()
+
+    before = [edge.get(url, source=client_address) for _ in range(3)]
+    counters = private_redis.client(db=3)
+    try:
+        counters.script_flush()  # as after a Redis restart: EVALSHA finds no script
+        after = [edge.get(url, source=client_address) for _ in range(BUDGET - 1)]
+        counter = counters.get(default_counter(app, client_address, BUDGET, settings))
+    finally:
+        counters.close()
+
+    assert [reply.status for reply in before + after] == [200] * BUDGET + [429] * 2
+    assert [remaining(reply)["default"] for reply in before + after] == [4, 3, 2, 1, 0, 0, 0]
+    assert counter == b"7"
+    assert "rate-limit counters unavailable" not in (edge.layout.prefix / "error.log").read_text()
 
 
 # --- Releases and reloads --------------------------------------------------------------
