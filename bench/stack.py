@@ -15,6 +15,7 @@ throughput). `frontend.py` puts nginx in front.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -165,16 +166,11 @@ def single_client_seconds(ctx: BenchContext) -> float:
 def single_client(
     urls: FrontURLs, *, rows: Sequence[str], ctx: BenchContext
 ) -> dict[int, dict[str, WrkResult]]:
-    """One connection, one thread, one round per row and n: latency without queueing."""
-    return {
-        n: {
-            name: run_wrk(
-                url=urls[name][n], duration_s=single_client_seconds(ctx), connections=1, threads=1
-            )
-            for name in rows
-        }
-        for n in SIZES
-    }
+    """One connection, one thread: latency without queueing, best of alternating rounds."""
+    alone = dataclasses.replace(
+        ctx.load, connections=1, threads=1, duration_s=single_client_seconds(ctx)
+    )
+    return {n: alternate(urls={name: urls[name][n] for name in rows}, load=alone) for n in SIZES}
 
 
 def peak_memory_checks(memory: Mapping[str, Sequence[ProcessMemory]]) -> list[TargetCheck]:
@@ -321,7 +317,10 @@ def report_single_client(
                 ]
             )
     print_table(
-        title=f"== single client: wrk -c1 -t1, one {single_client_seconds(ctx):g} s round per row",
+        title=(
+            f"== single client: wrk -c1 -t1, {single_client_seconds(ctx):g} s rounds, "
+            f"best of {ctx.load.rounds} alternating rounds"
+        ),
         headers=["n", "behind nginx", "p50 ms", "p99 ms", "req/s", f"p50/{STATIC} p50"],
         rows=table,
     )
