@@ -262,23 +262,14 @@ end
 local in_flight = false -- a batch of this worker's is being sent
 local next_batch -- the requests waiting for the one in flight to return
 
-local function new_batch()
-    return { entries = {}, ready = semaphore.new(), waiting = 0 }
-end
-
--- Count the batch's requests in one call, and wake its waiting requests.
-local function send(batch)
-    if state:get("outage") then
-        -- The batch in flight found the counters down: so would this one.
-        for _, entry in ipairs(batch.entries) do
-            entry.err = "counters unavailable"
-        end
-        batch.done = true
-        batch.ready:post(#batch.entries)
-        return
+-- The batch's requests that still wait, and their counters' names and ttls in order.
+local function pending(batch)
+    local entries = batch.entries
+    if #entries == 1 then
+        return entries, entries[1].names, entries[1].ttls
     end
     local names, ttls, sent = {}, {}, {}
-    for _, entry in ipairs(batch.entries) do
+    for _, entry in ipairs(entries) do
         if not entry.abandoned then
             sent[#sent + 1] = entry
             for i = 1, #entry.names do
@@ -287,28 +278,42 @@ local function send(batch)
             end
         end
     end
-    local ok, counts, err = pcall(count_in_redis, names, ttls)
-    if not ok then
-        counts, err = nil, counts -- a Lua error, reported as the counters' error
+    return sent, names, ttls
+end
+
+-- Count the batch's requests in one call, and wake those waiting.
+local function send(batch)
+    local sent, names, ttls = pending(batch)
+    local ok, counts, err = true, nil, "counters unavailable"
+    -- After a failure of the call in flight the outage is remembered: so would this one fail.
+    if not state:get("outage") then
+        ok, counts, err = pcall(count_in_redis, names, ttls)
+        if not ok then
+            counts, err = nil, counts -- a Lua error, reported as the counters' error
+        end
     end
     local at = 0
     for _, entry in ipairs(sent) do
-        if counts then
+        if not counts then
+            entry.err = err or "no answer"
+        elseif #sent == 1 then
+            entry.counts = counts
+        else
             entry.counts = { unpack(counts, at + 1, at + #entry.names) }
             at = at + #entry.names
-        else
-            entry.err = err or "no answer"
         end
     end
     batch.done = true
-    batch.ready:post(#batch.entries)
+    if batch.waiting and batch.waiting > 0 then
+        batch.ready:post(batch.waiting)
+    end
 end
 
 local function count_batched(names, ttls)
     local entry = { names = names, ttls = ttls }
     local batch
     if in_flight then
-        batch = next_batch or new_batch()
+        batch = next_batch or { entries = {}, waiting = 0, ready = semaphore.new() }
         next_batch = batch
         batch.entries[#batch.entries + 1] = entry
         -- Longer than two batches can take (connect, send and read, each
@@ -329,8 +334,7 @@ local function count_batched(names, ttls)
         end
     else
         in_flight = true
-        batch = new_batch()
-        batch.entries[1] = entry
+        batch = { entries = { entry } } -- nobody waits on it: no semaphore
     end
     send(batch)
     if next_batch and next_batch.waiting > 0 then

@@ -464,6 +464,26 @@ def test_concurrent_requests_are_each_counted_once_in_shared_round_trips(
     assert private_redis.calls("evalsha") - round_trips_before < sent
 
 
+def test_two_clients_in_step_are_each_answered_with_their_own_count(stack_factory, client_address):
+    # Two connections that keep sending: one request waits alone, again and
+    # again, while the other's is counted.
+    quota, per_thread = 100, 40
+    (app,) = stack_factory.start_apps(1, FIB_RATE_LIMIT=f"{quota}/h")
+    edge = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
+    url = unique_sequence_url()
+    assert edge.get(url, source=client_address).status == 200
+
+    def keep_sending(_: int) -> list[Reply]:
+        return [edge.get(url, source=client_address) for _ in range(per_thread)]
+
+    with ThreadPoolExecutor(2) as pool:
+        replies = [reply for replies in pool.map(keep_sending, range(2)) for reply in replies]
+
+    assert [reply.status for reply in replies] == [200] * 2 * per_thread
+    left = sorted(remaining(reply)["default"] for reply in replies)
+    assert left == list(range(quota - 1 - 2 * per_thread, quota - 1))
+
+
 @pytest.mark.parametrize("login", ["password", "acl user"])
 def test_the_edge_logs_in_to_redis_and_reloads_a_lost_script(
     stack_factory, private_redis, client_address, settings, login
