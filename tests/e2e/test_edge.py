@@ -437,7 +437,7 @@ def test_concurrent_requests_are_each_counted_once_in_shared_round_trips(
     quota, sent = 30, 48
     redis_url = f"unix://:{private_redis.password}@{private_redis.socket}?db=2"
     (app,) = stack_factory.start_apps(1, REDIS_URL=redis_url, FIB_RATE_LIMIT=f"{quota}/h")
-    edge = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
+    edge: NginxInstance = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
     url = unique_sequence_url()
     assert edge.get(url, source=client_address).status == 200  # now cached
     round_trips_before = private_redis.calls("evalsha")
@@ -469,7 +469,7 @@ def test_two_clients_in_step_are_each_answered_with_their_own_count(stack_factor
     # again, while the other's is counted.
     quota, per_thread = 100, 40
     (app,) = stack_factory.start_apps(1, FIB_RATE_LIMIT=f"{quota}/h")
-    edge = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
+    edge: NginxInstance = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
     url = unique_sequence_url()
     assert edge.get(url, source=client_address).status == 200
 
