@@ -172,8 +172,12 @@ local function reply(socket)
     if kind == 45 then -- "-": an error
         return nil, sub(line, 2)
     elseif kind == 42 then -- "*": an array of integers (":n")
+        local length = tonumber(sub(line, 2))
+        if not length or length < 0 then
+            return nil, "unexpected reply " .. line
+        end
         local counts = {}
-        for i = 1, tonumber(sub(line, 2)) do
+        for i = 1, length do
             local item
             item, err = socket:receive()
             if not item then
@@ -182,8 +186,10 @@ local function reply(socket)
             counts[i] = tonumber(sub(item, 2))
         end
         return counts
+    elseif kind == 43 then -- "+": a status (+OK)
+        return line
     end
-    return line
+    return nil, "unexpected reply " .. line
 end
 
 local function call(socket, args)
@@ -209,7 +215,7 @@ local function connect()
         return nil, err
     end
     if socket:getreusedtimes() == 0 then
-        if counters.username then -- a Redis 6 ACL user
+        if counters.username and counters.password then -- a Redis 6 ACL user
             ok, err = call(socket, { "AUTH", counters.username, counters.password })
         elseif counters.password then
             ok, err = call(socket, { "AUTH", counters.password })
@@ -245,7 +251,7 @@ local function count_in_redis(names, ttls)
         args[1], args[2] = "EVAL", counters.script
         counts, err = call(socket, args)
     end
-    if type(counts) ~= "table" then
+    if type(counts) ~= "table" or #counts ~= #names then
         socket:close()
         return nil, err or "unexpected reply"
     end
@@ -260,6 +266,11 @@ end
 -- Idle, a request is sent at once; under load, one write, one read and one
 -- script call serve a whole batch (as large as the requests one worker holds).
 local in_flight = false -- a batch of this worker's is being sent
+-- How long a request waits for its batch, in counter timeouts: longer than
+-- two calls can take (the one in flight and its own), each of up to nine
+-- steps bounded by timeout_ms: connect, AUTH, SELECT and EVALSHA (a write and
+-- a read each), and EVAL after NOSCRIPT.
+local WAIT_TIMEOUTS = 20
 local next_batch -- the requests waiting for the one in flight to return
 
 -- The batch's requests that still wait, and their counters' names and ttls in order.
@@ -313,13 +324,18 @@ local function count_batched(names, ttls)
     local entry = { names = names, ttls = ttls }
     local batch
     if in_flight then
-        batch = next_batch or { entries = {}, waiting = 0, ready = semaphore.new() }
-        next_batch = batch
+        batch = next_batch
+        if not batch then
+            local ready = semaphore.new()
+            if not ready then
+                return count_in_redis(names, ttls) -- no semaphore: not batched, still counted
+            end
+            batch = { entries = {}, waiting = 0, ready = ready }
+            next_batch = batch
+        end
         batch.entries[#batch.entries + 1] = entry
-        -- Longer than two batches can take (connect, send and read, each
-        -- bounded by timeout_ms): the one in flight and this one.
         batch.waiting = batch.waiting + 1
-        local ok = batch.ready:wait(6 * policy.counters.timeout_ms / 1000)
+        local ok = batch.ready:wait(WAIT_TIMEOUTS * policy.counters.timeout_ms / 1000)
         batch.waiting = batch.waiting - 1
         if not ok then
             entry.abandoned = true -- not counted, or counted and answered too late
@@ -336,7 +352,13 @@ local function count_batched(names, ttls)
         in_flight = true
         batch = { entries = { entry } } -- nobody waits on it: no semaphore
     end
-    send(batch)
+    -- Whatever happens in send, the next batch is handed on: a worker left
+    -- "in flight" would make every later request wait its whole timeout.
+    local sent, failure = pcall(send, batch)
+    if not sent then
+        ngx.log(ngx.ERR, "edge: counting a batch failed: ", failure)
+        entry.err = entry.err or failure
+    end
     if next_batch and next_batch.waiting > 0 then
         next_batch.ready:post(1) -- one of its requests sends it
     else

@@ -312,7 +312,11 @@ def private_redis(e2e_workdir: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="session")

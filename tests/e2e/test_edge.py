@@ -460,13 +460,14 @@ def test_concurrent_requests_are_each_counted_once_in_shared_round_trips(
         assert counters.get(default_counter(app, client_address, quota, settings)) == b"49"
     finally:
         counters.close()
-    # Requests that arrived together were counted together.
+    # Requests that arrived together were counted together (48 over 2 workers).
     assert private_redis.calls("evalsha") - round_trips_before < sent
 
 
 def test_two_clients_in_step_are_each_answered_with_their_own_count(stack_factory, client_address):
-    # Two connections that keep sending: one request waits alone, again and
-    # again, while the other's is counted.
+    # Two clients that keep sending (a connection per request): in nginx's two
+    # workers (2 cores) their requests keep meeting, one waiting alone while
+    # the other's is counted.
     quota, per_thread = 100, 40
     (app,) = stack_factory.start_apps(1, FIB_RATE_LIMIT=f"{quota}/h")
     edge: NginxInstance = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
@@ -482,6 +483,7 @@ def test_two_clients_in_step_are_each_answered_with_their_own_count(stack_factor
     assert [reply.status for reply in replies] == [200] * 2 * per_thread
     left = sorted(remaining(reply)["default"] for reply in replies)
     assert left == list(range(quota - 1 - 2 * per_thread, quota - 1))
+    assert "runtime error" not in (edge.layout.prefix / "error.log").read_text()
 
 
 @pytest.mark.parametrize("login", ["password", "acl user"])
@@ -506,7 +508,8 @@ def test_the_edge_logs_in_to_redis_and_reloads_a_lost_script(
     before = [edge.get(url, source=client_address) for _ in range(3)]
     counters = private_redis.client(db=3)
     try:
-        counters.script_flush()  # as after a Redis restart: EVALSHA finds no script
+        evals_before = private_redis.calls("eval")
+        counters.script_flush()  # EVALSHA now finds no script, as after a SCRIPT FLUSH
         after = [edge.get(url, source=client_address) for _ in range(BUDGET - 1)]
         counter = counters.get(default_counter(app, client_address, BUDGET, settings))
     finally:
@@ -515,6 +518,7 @@ def test_the_edge_logs_in_to_redis_and_reloads_a_lost_script(
     assert [reply.status for reply in before + after] == [200] * BUDGET + [429] * 2
     assert [remaining(reply)["default"] for reply in before + after] == [4, 3, 2, 1, 0, 0, 0]
     assert counter == b"7"
+    assert private_redis.calls("eval") > evals_before  # the edge sent the script again
     assert "rate-limit counters unavailable" not in (edge.layout.prefix / "error.log").read_text()
 
 
