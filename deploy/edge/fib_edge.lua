@@ -292,16 +292,13 @@ local function pending(batch)
     return sent, names, ttls
 end
 
--- Count the batch's requests in one call, and wake those waiting.
+-- Count the batch's requests in one call: each gets its counts or the error.
 local function send(batch)
     local sent, names, ttls = pending(batch)
-    local ok, counts, err = true, nil, "counters unavailable"
+    local counts, err = nil, "counters unavailable"
     -- After a failure of the call in flight the outage is remembered: so would this one fail.
     if not state:get("outage") then
-        ok, counts, err = pcall(count_in_redis, names, ttls)
-        if not ok then
-            counts, err = nil, counts -- a Lua error, reported as the counters' error
-        end
+        counts, err = count_in_redis(names, ttls)
     end
     local at = 0
     for _, entry in ipairs(sent) do
@@ -313,10 +310,6 @@ local function send(batch)
             entry.counts = { unpack(counts, at + 1, at + #entry.names) }
             at = at + #entry.names
         end
-    end
-    batch.done = true
-    if batch.waiting and batch.waiting > 0 then
-        batch.ready:post(batch.waiting)
     end
 end
 
@@ -350,14 +343,21 @@ local function count_batched(names, ttls)
         end
     else
         in_flight = true
-        batch = { entries = { entry } } -- nobody waits on it: no semaphore
+        batch = { entries = { entry }, waiting = 0 } -- nobody waits on it: no semaphore
     end
-    -- Whatever happens in send, the next batch is handed on: a worker left
-    -- "in flight" would make every later request wait its whole timeout.
-    local sent, failure = pcall(send, batch)
-    if not sent then
+    -- Whatever happens in send, the batch's requests are woken and the next
+    -- batch is handed on: a worker left "in flight" would make every later
+    -- request wait its whole timeout.
+    local ok, failure = pcall(send, batch)
+    if not ok then
         ngx.log(ngx.ERR, "edge: counting a batch failed: ", failure)
-        entry.err = entry.err or failure
+        for _, failed in ipairs(batch.entries) do
+            failed.counts, failed.err = nil, failure
+        end
+    end
+    batch.done = true
+    if batch.waiting > 0 then
+        batch.ready:post(batch.waiting)
     end
     if next_batch and next_batch.waiting > 0 then
         next_batch.ready:post(1) -- one of its requests sends it

@@ -268,19 +268,20 @@ class PrivateRedis:
     socket: Path
     password: str
 
+    def url(self, *, db: int, credentials: str | None = None) -> str:
+        """A REDIS_URL for the app: `user:password`, or the server's password."""
+        return f"unix://{credentials or ':' + self.password}@{self.socket}?db={db}"
+
     def client(self, *, db: int = 0) -> Any:
-        """A redis-py client, logged in."""
+        """A redis-py client, logged in (a context manager that closes it)."""
         import redis
 
         return redis.Redis(unix_socket_path=str(self.socket), password=self.password, db=db)
 
     def calls(self, command: str) -> int:
         """How many times the server has run `command` (INFO commandstats)."""
-        client = self.client()
-        try:
+        with self.client() as client:
             stats = client.info("commandstats").get(f"cmdstat_{command.lower()}", {})
-        finally:
-            client.close()
         return int(stats.get("calls", 0))
 
 

@@ -435,8 +435,9 @@ def test_concurrent_requests_are_each_counted_once_in_shared_round_trips(
     stack_factory, private_redis, client_address, settings
 ):
     quota, sent = 30, 48
-    redis_url = f"unix://:{private_redis.password}@{private_redis.socket}?db=2"
-    (app,) = stack_factory.start_apps(1, REDIS_URL=redis_url, FIB_RATE_LIMIT=f"{quota}/h")
+    (app,) = stack_factory.start_apps(
+        1, REDIS_URL=private_redis.url(db=2), FIB_RATE_LIMIT=f"{quota}/h"
+    )
     edge: NginxInstance = stack_factory.start_nginx([app], edge=True, **GENEROUS_NGINX)
     url = unique_sequence_url()
     assert edge.get(url, source=client_address).status == 200  # now cached
@@ -455,11 +456,8 @@ def test_concurrent_requests_are_each_counted_once_in_shared_round_trips(
     # Each answer carries its own count: what is left runs from quota - 2 to 0, once each.
     left = sorted(remaining(reply)["default"] for reply in replies if reply.status == 200)
     assert left == list(range(quota - 1))
-    counters = private_redis.client(db=2)
-    try:
+    with private_redis.client(db=2) as counters:
         assert counters.get(default_counter(app, client_address, quota, settings)) == b"49"
-    finally:
-        counters.close()
     # Requests that arrived together were counted together (48 over 2 workers).
     assert private_redis.calls("evalsha") - round_trips_before < sent
 
@@ -490,30 +488,24 @@ def test_two_clients_in_step_are_each_answered_with_their_own_count(stack_factor
 def test_the_edge_logs_in_to_redis_and_reloads_a_lost_script(
     stack_factory, private_redis, client_address, settings, login
 ):
-    credentials = f":{private_redis.password}"
+    credentials = None  # the server's password
     if login == "acl user":
-        admin = private_redis.client()
-        try:
+        with private_redis.client() as admin:
             admin.acl_setuser(
                 "fib", enabled=True, passwords=["+user-secret"], keys=["*"], commands=["+@all"]
             )
-        finally:
-            admin.close()
         credentials = "fib:user-secret"
-    redis_url = f"unix://{credentials}@{private_redis.socket}?db=3"
+    redis_url = private_redis.url(db=3, credentials=credentials)
     (app,) = stack_factory.start_apps(1, REDIS_URL=redis_url, FIB_RATE_LIMIT=f"{BUDGET}/h")
     edge = stack_factory.start_nginx([app], edge=True)
     url = unique_sequence_url()
 
     before = [edge.get(url, source=client_address) for _ in range(3)]
-    counters = private_redis.client(db=3)
-    try:
-        evals_before = private_redis.calls("eval")
+    evals_before = private_redis.calls("eval")
+    with private_redis.client(db=3) as counters:
         counters.script_flush()  # EVALSHA now finds no script, as after a SCRIPT FLUSH
         after = [edge.get(url, source=client_address) for _ in range(BUDGET - 1)]
         counter = counters.get(default_counter(app, client_address, BUDGET, settings))
-    finally:
-        counters.close()
 
     assert [reply.status for reply in before + after] == [200] * BUDGET + [429] * 2
     assert [remaining(reply)["default"] for reply in before + after] == [4, 3, 2, 1, 0, 0, 0]
